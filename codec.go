@@ -1,0 +1,310 @@
+package backend
+
+import (
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tinkerbell/backend/internal/jsonx"
+)
+
+// This file holds the field encoders and decoders shared by the schema
+// types. Decoders report problems as *FieldError naming the field.
+
+func wrapSyntax(err error) error {
+	var se *jsonx.SyntaxError
+	if errors.As(err, &se) {
+		return &SyntaxError{Offset: se.Offset, Msg: se.Msg}
+	}
+	return err
+}
+
+// canonical returns the entry of keys that equals key, ignoring case as
+// encoding/json does, or key itself when none does.
+func canonical(key string, keys []string) string {
+	for _, k := range keys {
+		if k == key {
+			return k
+		}
+	}
+	for _, k := range keys {
+		if strings.EqualFold(k, key) {
+			return k
+		}
+	}
+	return key
+}
+
+func isKey(key string, keys []string) bool {
+	for _, k := range keys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+func truncate(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
+
+func wrongType(d *jsonx.Decoder, field string) error {
+	if err := d.Skip(); err != nil {
+		return err
+	}
+	return &FieldError{Field: field, Err: ErrWrongType}
+}
+
+// decodeString decodes a string; null means "".
+func decodeString(d *jsonx.Decoder, field string) (string, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return "", nil
+	case jsonx.String:
+		return d.String()
+	}
+	return "", wrongType(d, field)
+}
+
+func decodeStrings(d *jsonx.Decoder, field string) ([]string, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return nil, nil
+	case jsonx.Array:
+	default:
+		return nil, wrongType(d, field)
+	}
+	var out []string
+	err := d.Array(func() error {
+		s, err := decodeString(d, field)
+		if err == nil && s != "" {
+			out = append(out, s)
+		}
+		return err
+	})
+	return out, err
+}
+
+func decodeBool(d *jsonx.Decoder, field string) (bool, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return false, nil
+	case jsonx.Bool:
+		return d.Bool()
+	}
+	return false, wrongType(d, field)
+}
+
+func decodeUint(d *jsonx.Decoder, field string, bits int) (uint64, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return 0, nil
+	case jsonx.Number:
+		nb, err := d.NumberBytes()
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseUint(string(nb), 10, bits)
+		if err != nil {
+			return 0, &FieldError{Field: field, Value: truncate(string(nb)), Err: ErrOutOfRange}
+		}
+		return n, nil
+	}
+	return 0, wrongType(d, field)
+}
+
+// decodeMAC decodes a hardware address written as text
+// ("52:54:00:66:ea:9a", or the other forms net.ParseMAC knows) or as
+// base64 of its bytes (what encoding/json makes of a net.HardwareAddr).
+// null and "" mean unset.
+func decodeMAC(d *jsonx.Decoder, field string) (net.HardwareAddr, error) {
+	s, err := decodeString(d, field)
+	if err != nil || s == "" {
+		return nil, err
+	}
+	if mac, err := net.ParseMAC(s); err == nil {
+		return mac, nil
+	}
+	if n := base64.StdEncoding.DecodedLen(len(s)); n <= 21 {
+		var buf [21]byte
+		if k, err := base64.StdEncoding.Decode(buf[:], []byte(s)); err == nil && (k == 6 || k == 8 || k == 20) {
+			return net.HardwareAddr(append([]byte(nil), buf[:k]...)), nil
+		}
+	}
+	return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadMAC}
+}
+
+func appendMAC(dst []byte, mac net.HardwareAddr) []byte {
+	if len(mac) == 0 {
+		return append(dst, "null"...)
+	}
+	const hexDigit = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i, b := range mac {
+		if i > 0 {
+			dst = append(dst, ':')
+		}
+		dst = append(dst, hexDigit[b>>4], hexDigit[b&0xf])
+	}
+	return append(dst, '"')
+}
+
+// parseAddr parses an IPv4 address; IPv4-mapped IPv6 addresses are unmapped.
+func parseAddr(s, field string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+	}
+	a = a.Unmap()
+	if !a.Is4() {
+		return netip.Addr{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+	}
+	return a, nil
+}
+
+// decodeAddr decodes an IPv4 address; null and "" mean unset.
+func decodeAddr(d *jsonx.Decoder, field string) (netip.Addr, error) {
+	s, err := decodeString(d, field)
+	if err != nil || s == "" {
+		return netip.Addr{}, err
+	}
+	return parseAddr(s, field)
+}
+
+// decodeAddrs decodes a list of IPv4 addresses; null and [] mean unset,
+// and null or "" elements are dropped.
+func decodeAddrs(d *jsonx.Decoder, field string) ([]netip.Addr, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return nil, nil
+	case jsonx.Array:
+	default:
+		return nil, wrongType(d, field)
+	}
+	var out []netip.Addr
+	err := d.Array(func() error {
+		a, err := decodeAddr(d, field)
+		if err == nil && a.IsValid() {
+			if out == nil {
+				out = make([]netip.Addr, 0, 4)
+			}
+			out = append(out, a)
+		}
+		return err
+	})
+	return out, err
+}
+
+func appendAddr(dst []byte, a netip.Addr) []byte {
+	dst = append(dst, '"')
+	if a.IsValid() {
+		dst = a.AppendTo(dst)
+	}
+	return append(dst, '"')
+}
+
+func appendAddrs(dst []byte, as []netip.Addr) []byte {
+	if as == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, a := range as {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendAddr(dst, a)
+	}
+	return append(dst, ']')
+}
+
+// decodeMask decodes a dotted-quad mask or the base64 of a net.IPMask;
+// null and "" mean unset.
+func decodeMask(d *jsonx.Decoder, field string) (Mask, error) {
+	s, err := decodeString(d, field)
+	if err != nil || s == "" {
+		return Mask{}, err
+	}
+	if strings.IndexByte(s, '.') >= 0 || strings.IndexByte(s, ':') >= 0 {
+		m, err := ParseMask(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadMask) {
+				err = ErrNotIPv4
+			}
+			return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: err}
+		}
+		return m, nil
+	}
+	var buf [18]byte
+	if len(s) <= 24 {
+		if n, err := base64.StdEncoding.Decode(buf[:], []byte(s)); err == nil {
+			m, err := MaskFromIPMask(net.IPMask(buf[:n]))
+			if err != nil {
+				return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: err}
+			}
+			return m, nil
+		}
+	}
+	return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+}
+
+// decodeURL decodes an absolute http, https or tftp URL; null and "" mean
+// unset.
+func decodeURL(d *jsonx.Decoder, field string) (*url.URL, error) {
+	s, err := decodeString(d, field)
+	if err != nil || s == "" {
+		return nil, err
+	}
+	u, err := url.Parse(s)
+	if err != nil || !validScriptURL(u) {
+		return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadURL}
+	}
+	return u, nil
+}
+
+func validScriptURL(u *url.URL) bool {
+	switch u.Scheme {
+	case "http", "https", "tftp":
+	default:
+		return false
+	}
+	return u.Host != "" && u.Opaque == ""
+}
+
+// validDomain reports whether s is a domain name that fits the RFC 1035
+// encoding of DHCP option 119: labels of 1 to 63 bytes, 253 bytes in all,
+// an optional trailing dot.
+func validDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if c <= ' ' || c >= 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func appendUint(dst []byte, n uint64) []byte { return strconv.AppendUint(dst, n, 10) }
+
+func appendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }

@@ -1,0 +1,394 @@
+package backend
+
+import (
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+
+	"github.com/tinkerbell/backend/internal/jsonx"
+)
+
+// Message is the data of a response event: the answer to a [DHCPRequest].
+//
+// Its canonical JSON form has the DHCP and Netboot fields flat at the top
+// level and the error nested:
+//
+//	{"MACAddress":"52:54:00:66:ea:9a","IPAddress":"198.18.0.10","SubnetMask":"255.255.255.0",
+//	 "DefaultGateway":"198.18.0.1","NameServers":["198.18.0.2"],"Hostname":"node-1",
+//	 "DomainName":"example.test","BroadcastAddress":"198.18.0.255","NTPServers":null,
+//	 "LeaseTime":86400,"DomainSearch":["example.test"],"AllowNetboot":true,
+//	 "IPXEScriptURL":"http://198.18.0.1/auto.ipxe","Error":{"Code":0,"Message":""}}
+//
+// Decoding also accepts the DHCP and Netboot fields nested in "DHCP" and
+// "Netboot" objects, null, "" or a missing key for any unset value, a MAC
+// address or subnet mask in base64, and keys in any letter case. Unknown
+// keys are ignored. Decoding validates the result with [Message.Validate].
+type Message struct {
+	DHCP
+	Netboot
+	Error
+}
+
+// DHCP holds the headers and options a DHCP server puts in its reply. It is
+// the reservation of one client. The zero value of each field means unset.
+type DHCP struct {
+	MACAddress       net.HardwareAddr // chaddr DHCP header.
+	IPAddress        netip.Addr       // yiaddr DHCP header.
+	SubnetMask       Mask             // DHCP option 1.
+	DefaultGateway   netip.Addr       // DHCP option 3.
+	NameServers      []netip.Addr     // DHCP option 6.
+	Hostname         string           // DHCP option 12.
+	DomainName       string           // DHCP option 15.
+	BroadcastAddress netip.Addr       // DHCP option 28.
+	NTPServers       []netip.Addr     // DHCP option 42.
+	LeaseTime        uint32           // DHCP option 51, in seconds; 0 lets the server choose.
+	DomainSearch     []string         // DHCP option 119.
+}
+
+// Netboot holds what a client needs to boot from the network.
+type Netboot struct {
+	// AllowNetboot says whether the client may netboot. When false, the DHCP
+	// server sends no boot file name or next-server.
+	AllowNetboot bool
+
+	// IPXEScriptURL is the iPXE script a booting client fetches (DHCP
+	// option 67 once iPXE runs). Nil means the DHCP server's default. It
+	// must be an absolute http, https or tftp URL.
+	IPXEScriptURL *url.URL
+}
+
+// Error is the wire form of an error in a [Message]: a code (one of the
+// Code constants; [CodeOK] for success) and a message. It is not a Go error
+// itself: [Error.Err] converts it.
+type Error struct {
+	Code    int
+	Message string
+}
+
+// MarshalJSON implements [encoding/json.Marshaler] with the canonical form.
+func (m Message) MarshalJSON() ([]byte, error) {
+	return m.AppendJSON(make([]byte, 0, 512)), nil
+}
+
+// AppendJSON appends the canonical JSON form of m to dst.
+func (m *Message) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	dst = m.DHCP.appendFields(dst)
+	dst = append(dst, ',')
+	dst = m.Netboot.appendFields(dst)
+	dst = append(dst, `,"Error":`...)
+	dst = m.Error.appendJSON(dst)
+	return append(dst, '}')
+}
+
+// UnmarshalJSON implements [encoding/json.Unmarshaler]. Errors match
+// [ErrInvalidMessage]; invalid fields are reported as [*FieldError].
+//
+// Strings in the result may share one copy of b's bytes.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	return m.decode(jsonx.NewDecoderString(string(b)))
+}
+
+func (m *Message) decode(d *jsonx.Decoder) error {
+	var out Message
+	err := d.Object(func(key string) error {
+		switch k := canonical(key, messageKeys[:]); k {
+		case "DHCP":
+			if d.TryNull() {
+				return nil
+			}
+			return d.Object(func(key string) error { return out.DHCP.decodeField(d, canonical(key, dhcpKeys[:])) })
+		case "Netboot":
+			if d.TryNull() {
+				return nil
+			}
+			return d.Object(func(key string) error { return out.Netboot.decodeField(d, canonical(key, netbootKeys[:])) })
+		case "Error":
+			return out.Error.decode(d)
+		default:
+			if isKey(k, dhcpKeys[:]) {
+				return out.DHCP.decodeField(d, k)
+			}
+			return out.Netboot.decodeField(d, k)
+		}
+	})
+	if err == nil {
+		err = d.End()
+	}
+	if err != nil {
+		return wrapSyntax(err)
+	}
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*m = out
+	return nil
+}
+
+// Validate reports the first field of m that a DHCPv4 server could not
+// send, as a [*FieldError]; see [DHCP.Validate] and [Netboot.Validate].
+func (m *Message) Validate() error {
+	if err := m.DHCP.Validate(); err != nil {
+		return err
+	}
+	return m.Netboot.Validate()
+}
+
+// MarshalJSON implements [encoding/json.Marshaler]: the DHCP fields of the
+// canonical [Message] form.
+func (h DHCP) MarshalJSON() ([]byte, error) {
+	dst := append(make([]byte, 0, 384), '{')
+	return append(h.appendFields(dst), '}'), nil
+}
+
+// UnmarshalJSON implements [encoding/json.Unmarshaler]. It validates the
+// result with [DHCP.Validate].
+func (h *DHCP) UnmarshalJSON(b []byte) error {
+	var out DHCP
+	d := jsonx.NewDecoderString(string(b))
+	err := d.Object(func(key string) error { return out.decodeField(d, canonical(key, dhcpKeys[:])) })
+	if err == nil {
+		err = d.End()
+	}
+	if err != nil {
+		return wrapSyntax(err)
+	}
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*h = out
+	return nil
+}
+
+// Validate reports, as a [*FieldError], the first field of h that cannot go
+// into a DHCPv4 reply: an address that is not IPv4, a hostname or domain
+// name longer than 255 bytes, or a search domain that is not a valid domain
+// name. The MAC address, when set, must be 6, 8 or 20 bytes.
+func (h *DHCP) Validate() error {
+	if n := len(h.MACAddress); n != 0 && n != 6 && n != 8 && n != 20 {
+		return &FieldError{Field: "MACAddress", Value: h.MACAddress.String(), Err: ErrBadMAC}
+	}
+	for _, f := range [...]struct {
+		name string
+		a    netip.Addr
+	}{{"IPAddress", h.IPAddress}, {"DefaultGateway", h.DefaultGateway}, {"BroadcastAddress", h.BroadcastAddress}} {
+		if f.a.IsValid() && !f.a.Is4() {
+			return &FieldError{Field: f.name, Value: f.a.String(), Err: ErrNotIPv4}
+		}
+	}
+	for _, a := range h.NameServers {
+		if !a.Is4() {
+			return &FieldError{Field: "NameServers", Value: a.String(), Err: ErrNotIPv4}
+		}
+	}
+	for _, a := range h.NTPServers {
+		if !a.Is4() {
+			return &FieldError{Field: "NTPServers", Value: a.String(), Err: ErrNotIPv4}
+		}
+	}
+	if len(h.Hostname) > 255 {
+		return &FieldError{Field: "Hostname", Value: truncate(h.Hostname), Err: ErrTooLong}
+	}
+	if len(h.DomainName) > 255 {
+		return &FieldError{Field: "DomainName", Value: truncate(h.DomainName), Err: ErrTooLong}
+	}
+	for _, s := range h.DomainSearch {
+		if !validDomain(s) {
+			return &FieldError{Field: "DomainSearch", Value: truncate(s), Err: ErrBadName}
+		}
+	}
+	return nil
+}
+
+// MarshalJSON implements [encoding/json.Marshaler]: the Netboot fields of
+// the canonical [Message] form.
+func (n Netboot) MarshalJSON() ([]byte, error) {
+	dst := append(make([]byte, 0, 128), '{')
+	return append(n.appendFields(dst), '}'), nil
+}
+
+// UnmarshalJSON implements [encoding/json.Unmarshaler]. It validates the
+// result with [Netboot.Validate].
+func (n *Netboot) UnmarshalJSON(b []byte) error {
+	var out Netboot
+	d := jsonx.NewDecoderString(string(b))
+	err := d.Object(func(key string) error { return out.decodeField(d, canonical(key, netbootKeys[:])) })
+	if err == nil {
+		err = d.End()
+	}
+	if err != nil {
+		return wrapSyntax(err)
+	}
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*n = out
+	return nil
+}
+
+// Validate reports a [*FieldError] when IPXEScriptURL is set but is not an
+// absolute http, https or tftp URL with a host.
+func (n *Netboot) Validate() error {
+	if u := n.IPXEScriptURL; u != nil && !validScriptURL(u) {
+		return &FieldError{Field: "IPXEScriptURL", Value: truncate(u.String()), Err: ErrBadURL}
+	}
+	return nil
+}
+
+func (h *DHCP) appendFields(dst []byte) []byte {
+	dst = append(dst, `"MACAddress":`...)
+	dst = appendMAC(dst, h.MACAddress)
+	dst = append(dst, `,"IPAddress":`...)
+	dst = appendAddr(dst, h.IPAddress)
+	dst = append(dst, `,"SubnetMask":`...)
+	dst = h.SubnetMask.appendJSON(dst)
+	dst = append(dst, `,"DefaultGateway":`...)
+	dst = appendAddr(dst, h.DefaultGateway)
+	dst = append(dst, `,"NameServers":`...)
+	dst = appendAddrs(dst, h.NameServers)
+	dst = append(dst, `,"Hostname":`...)
+	dst = jsonx.AppendString(dst, h.Hostname)
+	dst = append(dst, `,"DomainName":`...)
+	dst = jsonx.AppendString(dst, h.DomainName)
+	dst = append(dst, `,"BroadcastAddress":`...)
+	dst = appendAddr(dst, h.BroadcastAddress)
+	dst = append(dst, `,"NTPServers":`...)
+	dst = appendAddrs(dst, h.NTPServers)
+	dst = append(dst, `,"LeaseTime":`...)
+	dst = appendUint(dst, uint64(h.LeaseTime))
+	dst = append(dst, `,"DomainSearch":`...)
+	if h.DomainSearch == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i, s := range h.DomainSearch {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsonx.AppendString(dst, s)
+		}
+		dst = append(dst, ']')
+	}
+	return dst
+}
+
+var dhcpKeys = [...]string{
+	"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
+	"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
+}
+
+var netbootKeys = [...]string{"AllowNetboot", "IPXEScriptURL"}
+
+var errorKeys = [...]string{"Code", "Message"}
+
+var messageKeys = [...]string{
+	"DHCP", "Netboot", "Error",
+	"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
+	"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
+	"AllowNetboot", "IPXEScriptURL",
+}
+
+// decodeField decodes the value of the canonical key k into h, or skips the
+// value when k is not a DHCP field.
+func (h *DHCP) decodeField(d *jsonx.Decoder, k string) error {
+	var err error
+	switch k {
+	case "MACAddress":
+		h.MACAddress, err = decodeMAC(d, k)
+	case "IPAddress":
+		h.IPAddress, err = decodeAddr(d, k)
+	case "SubnetMask":
+		h.SubnetMask, err = decodeMask(d, k)
+	case "DefaultGateway":
+		h.DefaultGateway, err = decodeAddr(d, k)
+	case "NameServers":
+		h.NameServers, err = decodeAddrs(d, k)
+	case "Hostname":
+		h.Hostname, err = decodeString(d, k)
+	case "DomainName":
+		h.DomainName, err = decodeString(d, k)
+	case "BroadcastAddress":
+		h.BroadcastAddress, err = decodeAddr(d, k)
+	case "NTPServers":
+		h.NTPServers, err = decodeAddrs(d, k)
+	case "LeaseTime":
+		var n uint64
+		n, err = decodeUint(d, k, 32)
+		h.LeaseTime = uint32(n)
+	case "DomainSearch":
+		h.DomainSearch, err = decodeStrings(d, k)
+	default:
+		err = d.Skip()
+	}
+	return err
+}
+
+func (n *Netboot) appendFields(dst []byte) []byte {
+	dst = append(dst, `"AllowNetboot":`...)
+	if n.AllowNetboot {
+		dst = append(dst, "true"...)
+	} else {
+		dst = append(dst, "false"...)
+	}
+	dst = append(dst, `,"IPXEScriptURL":`...)
+	if n.IPXEScriptURL == nil {
+		return append(dst, "null"...)
+	}
+	return jsonx.AppendString(dst, n.IPXEScriptURL.String())
+}
+
+func (n *Netboot) decodeField(d *jsonx.Decoder, k string) error {
+	var err error
+	switch k {
+	case "AllowNetboot":
+		n.AllowNetboot, err = decodeBool(d, k)
+	case "IPXEScriptURL":
+		n.IPXEScriptURL, err = decodeURL(d, k)
+	default:
+		err = d.Skip()
+	}
+	return err
+}
+
+func (e *Error) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"Code":`...)
+	dst = appendInt(dst, int64(e.Code))
+	dst = append(dst, `,"Message":`...)
+	dst = jsonx.AppendString(dst, e.Message)
+	return append(dst, '}')
+}
+
+func (e *Error) decode(d *jsonx.Decoder) error {
+	if d.TryNull() {
+		*e = Error{}
+		return nil
+	}
+	return d.Object(func(key string) error {
+		switch canonical(key, errorKeys[:]) {
+		case "Code":
+			if d.TryNull() {
+				e.Code = 0
+				return nil
+			}
+			if d.Peek() != jsonx.Number {
+				return wrongType(d, "Error.Code")
+			}
+			nb, err := d.NumberBytes()
+			if err != nil {
+				return err
+			}
+			n, err := strconv.ParseInt(string(nb), 10, 32)
+			if err != nil {
+				return &FieldError{Field: "Error.Code", Value: truncate(string(nb)), Err: ErrOutOfRange}
+			}
+			e.Code = int(n)
+			return nil
+		case "Message":
+			s, err := decodeString(d, "Error.Message")
+			e.Message = s
+			return err
+		}
+		return d.Skip()
+	})
+}
