@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/wire"
@@ -42,13 +43,22 @@ const (
 	MaxEventSize = wire.MaxEventSize
 )
 
-// Defaults of [Config].
+// Defaults of [Config] and [RetryPolicy].
 const (
-	DefaultSource         = "/tinkerbell/dhcp"
-	DefaultTimeout        = time.Second
-	DefaultMaxAttempts    = 3
+	// DefaultSource is the default [Config.Source].
+	DefaultSource = "/tinkerbell/dhcp"
+
+	// DefaultTimeout is the default [Config.Timeout] of one attempt.
+	DefaultTimeout = time.Second
+
+	// DefaultMaxAttempts is the default [RetryPolicy.MaxAttempts].
+	DefaultMaxAttempts = 3
+
+	// DefaultInitialBackoff is the default [RetryPolicy.InitialBackoff].
 	DefaultInitialBackoff = 20 * time.Millisecond
-	DefaultMaxBackoff     = 250 * time.Millisecond
+
+	// DefaultMaxBackoff is the default [RetryPolicy.MaxBackoff].
+	DefaultMaxBackoff = 250 * time.Millisecond
 )
 
 // Config configures a [Backend]. Only Conn is required; every other zero
@@ -71,7 +81,8 @@ type Config struct {
 
 	// Timeout bounds each attempt; default [DefaultTimeout], well under
 	// the ~4 s a DHCP client waits before retransmitting. The caller's
-	// context deadline bounds the whole lookup.
+	// context deadline bounds the whole lookup. It must be at least a
+	// millisecond, the unit of [HeaderTimeout].
 	Timeout time.Duration
 
 	// Retry says how lookups are retried after a timeout or when no
@@ -101,16 +112,17 @@ type RetryPolicy struct {
 // Backend is a [backend.Backend] that asks over NATS. It is safe for
 // concurrent use; create it with [New].
 type Backend struct {
-	conn     *nats.Conn
-	subject  string
-	source   string
-	timeout  time.Duration
-	attempts int
-	backoff  time.Duration
-	maxBack  time.Duration
-	log      *slog.Logger
-	ids      wire.IDs
-	bufs     sync.Pool
+	conn      *nats.Conn
+	subject   string
+	source    string
+	timeout   time.Duration
+	attempts  int
+	backoff   time.Duration
+	maxBack   time.Duration
+	log       *slog.Logger
+	timeoutMS string // b.timeout in the form of the HeaderTimeout header
+	ids       wire.IDs
+	reqs      sync.Pool // of *request
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -144,6 +156,10 @@ func New(cfg Config) (*Backend, error) {
 	if b.timeout == 0 {
 		b.timeout = DefaultTimeout
 	}
+	if b.timeout < time.Millisecond {
+		// The responder learns the budget in whole milliseconds.
+		return nil, fmt.Errorf("%w: nats: Timeout %v is under a millisecond", backend.ErrInvalidConfig, b.timeout)
+	}
 	if b.attempts == 0 {
 		b.attempts = DefaultMaxAttempts
 	}
@@ -156,7 +172,8 @@ func New(cfg Config) (*Backend, error) {
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	b.bufs.New = func() any { s := make([]byte, 0, 512); return &s }
+	b.timeoutMS = strconv.FormatInt(b.timeout.Milliseconds(), 10)
+	b.reqs.New = b.newRequest
 	return b, nil
 }
 
@@ -164,14 +181,18 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Subject() string { return b.subject }
 
 // Lookup asks the responders on the subject for req's reservation. It
-// retries after timeouts and when no responder listens, within ctx.
+// retries after per-attempt timeouts and when no responder listens, within
+// ctx; it never retries a reply, whatever it says.
 //
-// Errors: [backend.ErrNotFound] and the other codes a responder sends (see
-// the package doc); [backend.ErrNoBackend] when nobody listens;
-// [backend.ErrUnavailable] when every attempt timed out; an error matching
-// both [backend.ErrUnavailable] and ctx.Err() when ctx ends first; and an
-// error matching [backend.ErrInvalidMessage] for a reply that is not a
-// valid response event.
+// Errors: [backend.ErrNotFound] and the other codes a responder sends, as a
+// [*backend.RemoteError] (see the package doc); [backend.ErrNoBackend] when
+// nobody listens; [backend.ErrUnavailable] when every attempt timed out or
+// the connection failed; an error matching both [backend.ErrUnavailable]
+// and ctx.Err() ([context.Canceled] or [context.DeadlineExceeded]) when
+// ctx ends first; and an error matching [backend.ErrInvalidMessage] (a
+// [*backend.FieldError] or [*backend.SyntaxError], possibly
+// [backend.ErrTooLarge]) for a reply that is not a valid response event
+// or that answers for another MAC address.
 func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
 	if len(req.MACAddress) == 0 {
 		return backend.DHCP{}, backend.Netboot{}, &backend.FieldError{Field: "MACAddress", Err: backend.ErrMissing}
@@ -179,92 +200,123 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 	if tp := traceparent(ctx); tp != "" {
 		req.Traceparent = tp
 	}
-	bp := b.bufs.Get().(*[]byte)
+	r := b.reqs.Get().(*request)
+	defer b.reqs.Put(r) // nats.go copies the message when it publishes
 	attrs := wire.Attrs{Source: b.source, Type: backend.RequestEventType, Time: time.Now(), Traceparent: req.Traceparent}
-	data := wire.AppendRequest((*bp)[:0], &attrs, &b.ids, &req)
-	defer func() {
-		// nats.go copies the payload into its write buffer when it
-		// publishes, so the buffer is free again once the lookup returns.
-		*bp = data[:0]
-		b.bufs.Put(bp)
-	}()
+	r.buf = wire.AppendRequest(r.buf[:0], &attrs, &b.ids, &req)
 
 	var lastErr error
 	wait := b.backoff
-	for attempt := 1; ; attempt++ {
-		m, err := b.attempt(ctx, data)
+	attempt := 1
+	for ; ; attempt++ {
+		m, err := b.attempt(ctx, r)
 		if err == nil {
 			if err := m.Err(); err != nil {
 				return backend.DHCP{}, backend.Netboot{}, err
 			}
+			if len(m.MACAddress) != 0 && !bytes.Equal(m.MACAddress, req.MACAddress) {
+				return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("nats: reply from %q is for another client: %w", b.subject,
+					&backend.FieldError{Field: "data.MACAddress", Value: m.MACAddress.String(), Err: backend.ErrUnexpected})
+			}
 			return m.DHCP, m.Netboot, nil
 		}
+		if errors.Is(err, backend.ErrInvalidMessage) {
+			return backend.DHCP{}, backend.Netboot{}, err
+		}
 		if ctx.Err() != nil {
-			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: %w", backend.ErrUnavailable, ctx.Err())
+			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, context.Cause(ctx))
 		}
 		if !retryable(err) {
-			return backend.DHCP{}, backend.Netboot{}, err
+			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, err)
 		}
 		lastErr = err
 		if attempt >= b.attempts {
 			break
 		}
-		// Jitter in [wait/2, wait), so replicas that lost a responder at the
+		// Jitter in [wait/2, wait], so replicas that lost a responder at the
 		// same moment do not retry in lockstep.
 		d := wait/2 + rand.N(wait/2+1)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 			break
 		}
-		b.log.DebugContext(ctx, "nats backend: retrying lookup", "mac", req.MACAddress.String(), "attempt", attempt, "error", err, "backoff", d)
+		b.log.DebugContext(ctx, "nats backend: retrying lookup", "subject", b.subject, "mac", req.MACAddress.String(), "attempt", attempt, "error", err, "backoff", d)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: %w", backend.ErrUnavailable, ctx.Err())
+			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, context.Cause(ctx))
 		case <-t.C:
 		}
 		wait = min(2*wait, b.maxBack)
 	}
 	if errors.Is(lastErr, nats.ErrNoResponders) {
-		return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: no responders on %q", backend.ErrNoBackend, b.subject)
+		return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: no responders on %q after %d attempts", backend.ErrNoBackend, b.subject, attempt)
 	}
-	return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: %w", backend.ErrUnavailable, lastErr)
+	return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q failed after %d attempts: %w", backend.ErrUnavailable, b.subject, attempt, lastErr)
 }
 
-// attempt sends one request and decodes its reply.
-func (b *Backend) attempt(ctx context.Context, data []byte) (backend.Message, error) {
-	budget := b.timeout
-	if dl, ok := ctx.Deadline(); ok {
-		budget = min(budget, time.Until(dl))
+// request is the reusable state of one lookup: the encoded event and the
+// NATS message with its headers. Pooled, so that a lookup allocates no
+// header map.
+type request struct {
+	buf []byte
+	msg nats.Msg
+	tmo []string // value of the HeaderTimeout header
+}
+
+func (b *Backend) newRequest() any {
+	r := &request{buf: make([]byte, 0, 512), tmo: make([]string, 1)}
+	r.msg.Subject = b.subject
+	r.msg.Header = nats.Header{
+		wire.HeaderContentType: {wire.ContentType},
+		wire.HeaderTimeout:     r.tmo,
 	}
-	if budget <= 0 {
-		return backend.Message{}, context.DeadlineExceeded
+	return r
+}
+
+// attempt sends one request and decodes its reply. A reply that carries an
+// error code is not an error here: see [backend.Message.Err].
+func (b *Backend) attempt(ctx context.Context, r *request) (backend.Message, error) {
+	budget, tmo := b.timeout, b.timeoutMS
+	actx := ctx
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= budget {
+		// The caller's deadline comes first: no timer of our own needed.
+		budget = time.Until(dl)
+		if budget < time.Millisecond {
+			return backend.Message{}, context.DeadlineExceeded
+		}
+		tmo = strconv.FormatInt(budget.Milliseconds(), 10)
+	} else {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, budget)
+		defer cancel()
 	}
-	actx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
-	msg := &nats.Msg{
-		Subject: b.subject,
-		Data:    data,
-		Header: nats.Header{
-			wire.HeaderContentType: {wire.ContentType},
-			wire.HeaderTimeout:     {strconv.FormatInt(budget.Milliseconds(), 10)},
-		},
-	}
-	reply, err := b.conn.RequestMsgWithContext(actx, msg)
+	r.tmo[0] = tmo
+	r.msg.Data = r.buf
+	reply, err := b.conn.RequestMsgWithContext(actx, &r.msg)
+	r.msg.Data = nil
 	if err != nil {
+		if actx != ctx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			// Our per-attempt timeout, not the caller's deadline.
+			err = fmt.Errorf("%w: no reply within %v", nats.ErrTimeout, b.timeout)
+		}
 		return backend.Message{}, err
 	}
 	return decodeReply(reply)
 }
 
-// decodeReply turns a reply into a Message, or into the error it carries.
+// decodeReply turns a reply into a Message, which may carry an error code.
+// A reply without an event body but with NATS micro error headers is the
+// error those headers describe.
 func decodeReply(reply *nats.Msg) (backend.Message, error) {
-	if code := reply.Header.Get(wire.HeaderServiceErrorCode); code != "" && !looksLikeEvent(reply.Data) {
+	code, text := reply.Header.Get(wire.HeaderServiceErrorCode), reply.Header.Get(wire.HeaderServiceError)
+	if (code != "" || text != "") && !looksLikeEvent(reply.Data) {
 		n, err := strconv.Atoi(code)
-		if err != nil {
+		if err != nil || n <= 0 {
+			// A micro error without a usable code is still an error.
 			n = backend.CodeInternal
 		}
-		return backend.Message{Error: backend.Error{Code: n, Message: reply.Header.Get(wire.HeaderServiceError)}}, nil
+		return backend.Message{Error: backend.Error{Code: n, Message: text}}, nil
 	}
 	_, m, err := wire.DecodeResponse(reply.Data)
 	if err != nil {
@@ -278,15 +330,16 @@ func looksLikeEvent(b []byte) bool {
 	return len(b) > 0 && b[0] == '{'
 }
 
+// quoteTrunc quotes the start of b for an error message.
 func quoteTrunc(b []byte) string {
-	const max = 128
-	if len(b) > max {
-		return strconv.Quote(string(b[:max])) + fmt.Sprintf("... (%d bytes)", len(b))
+	const limit = 128
+	if len(b) > limit {
+		return strconv.Quote(string(b[:limit])) + "... (" + strconv.Itoa(len(b)) + " bytes)"
 	}
 	return strconv.Quote(string(b))
 }
 
-// retryable reports whether another attempt may succeed.
+// retryable reports whether another attempt may succeed after err.
 func retryable(err error) bool {
 	var ne net.Error
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
@@ -307,6 +360,9 @@ func (c *tpCarrier) Keys() []string { return nil }
 
 // traceparent returns the W3C traceparent of the span in ctx, or "".
 func traceparent(ctx context.Context) string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return "" // the common case, without the propagator's allocations
+	}
 	var c tpCarrier
 	propagation.TraceContext{}.Inject(ctx, &c)
 	return c.tp
