@@ -261,8 +261,12 @@ func decodeMask(d *jsonx.Decoder, field string) (Mask, error) {
 }
 
 // decodeURL decodes an absolute http, https or tftp URL; null and "" mean
-// unset.
+// unset. A URL written as an object (what encoding/json makes of a
+// url.URL) is accepted too.
 func decodeURL(d *jsonx.Decoder, field string) (*url.URL, error) {
+	if d.Peek() == jsonx.Object {
+		return decodeURLObject(d, field)
+	}
 	s, err := decodeString(d, field)
 	if err != nil || s == "" {
 		return nil, err
@@ -272,6 +276,44 @@ func decodeURL(d *jsonx.Decoder, field string) (*url.URL, error) {
 		return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadURL}
 	}
 	return u, nil
+}
+
+// decodeURLObject decodes the encoding/json form of a url.URL.
+func decodeURLObject(d *jsonx.Decoder, field string) (*url.URL, error) {
+	var u url.URL
+	err := d.Object(func(key string) error {
+		var err error
+		switch key {
+		case "Scheme":
+			u.Scheme, err = decodeString(d, field)
+		case "Opaque":
+			u.Opaque, err = decodeString(d, field)
+		case "Host":
+			u.Host, err = decodeString(d, field)
+		case "Path":
+			u.Path, err = decodeString(d, field)
+		case "RawPath":
+			u.RawPath, err = decodeString(d, field)
+		case "RawQuery":
+			u.RawQuery, err = decodeString(d, field)
+		case "Fragment":
+			u.Fragment, err = decodeString(d, field)
+		default:
+			err = d.Skip()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Round-trip through the text form so that the result is exactly what
+	// decoding the canonical string would give.
+	s := u.String()
+	p, perr := url.Parse(s)
+	if perr != nil || !validScriptURL(p) {
+		return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadURL}
+	}
+	return p, nil
 }
 
 func validScriptURL(u *url.URL) bool {

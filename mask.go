@@ -38,19 +38,27 @@ func ParseMask(s string) (Mask, error) {
 	return maskFrom4(a.As4())
 }
 
-// MaskFromIPMask converts a [net.IPMask] of 4 bytes, or of 16 bytes in
-// IPv4-in-IPv6 form (as [net.CIDRMask] with 128 bits may produce for IPv4).
+// MaskFromIPMask converts a [net.IPMask] of 4 bytes, or of 16 bytes that
+// hold an IPv4 mask: either in IPv4-mapped form (::ffff:255.255.255.0, what
+// net.IP.To16 makes of a 4-byte mask) or as the last 32 bits of a 128-bit
+// mask whose first 96 bits are ones.
 func MaskFromIPMask(m net.IPMask) (Mask, error) {
 	switch len(m) {
 	case 4:
 		return maskFrom4([4]byte(m))
 	case 16:
-		for _, b := range m[:12] {
+		mapped, ones := true, true
+		for i, b := range m[:12] {
 			if b != 0xff {
-				return Mask{}, ErrNotIPv4
+				ones = false
+			}
+			if (i < 10 && b != 0) || (i >= 10 && b != 0xff) {
+				mapped = false
 			}
 		}
-		return maskFrom4([4]byte(m[12:]))
+		if mapped || ones {
+			return maskFrom4([4]byte(m[12:]))
+		}
 	}
 	return Mask{}, ErrNotIPv4
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,13 @@ func ValidSubject(s string) bool {
 		}
 	}
 	return true
+}
+
+// ValidSource reports whether s can be a CloudEvents source attribute: a
+// non-empty URI reference that reads back unchanged.
+func ValidSource(s string) bool {
+	u, err := url.Parse(s)
+	return s != "" && err == nil && u.String() == s
 }
 
 // Attrs are the CloudEvents context attributes of one event.
