@@ -202,7 +202,9 @@ func TestSDKAcceptsOurEvents(t *testing.T) {
 				}
 			}},
 		{"request without time or traceparent", Attrs{Source: "s", Type: backend.RequestEventType},
-			func(a *Attrs) []byte { return AppendRequest(nil, a, &ids, &backend.DHCPRequest{MACAddress: req.MACAddress}) }, nil},
+			func(a *Attrs) []byte {
+				return AppendRequest(nil, a, &ids, &backend.DHCPRequest{MACAddress: req.MACAddress})
+			}, nil},
 		{"full response", Attrs{Source: "/tinkerbell/responder", Type: backend.ResponseEventType, Time: at, Traceparent: tp},
 			func(a *Attrs) []byte { return AppendResponse(nil, a, &ids, &full) },
 			func(t *testing.T, e *event.Event) {
