@@ -1,0 +1,467 @@
+package responder
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/wire"
+)
+
+// Wire constants, the same as package [github.com/tinkerbell/backend/nats]
+// uses.
+const (
+	// DefaultSubject is the subject served when none is configured.
+	DefaultSubject = wire.DefaultSubject
+
+	// HeaderTimeout is the NATS header in which requesters send their
+	// remaining time budget in whole milliseconds.
+	HeaderTimeout = wire.HeaderTimeout
+
+	// HeaderServiceError and HeaderServiceErrorCode are the NATS micro
+	// error headers set on error replies: the error text and its code.
+	HeaderServiceError     = wire.HeaderServiceError
+	HeaderServiceErrorCode = wire.HeaderServiceErrorCode
+)
+
+// Defaults of [Config].
+const (
+	// DefaultQueue is the queue group responders join, so that replicas
+	// share the requests.
+	DefaultQueue = "tinkerbell-dhcp-backend"
+
+	// DefaultMaxConcurrent is the number of backend calls that may run at
+	// once.
+	DefaultMaxConcurrent = 64
+
+	// DefaultMaxPending is the number of requests that may wait in NATS'
+	// pending buffer while all backend calls are busy.
+	DefaultMaxPending = 4096
+
+	// DefaultTimeout bounds a backend call when the request carries no
+	// [HeaderTimeout]. It matches the requester's default timeout.
+	DefaultTimeout = time.Second
+
+	// DefaultSource is the CloudEvents source attribute of replies.
+	DefaultSource = "/tinkerbell/dhcp/backend"
+
+	// DefaultName and DefaultVersion identify the service in the NATS
+	// micro discovery protocol.
+	DefaultName    = "tinkerbell-dhcp-backend"
+	DefaultVersion = "0.0.0"
+)
+
+// maxPendingBytes bounds the bytes waiting in NATS' pending buffer; with
+// events under 2 KiB the message limit is the one that matters.
+const maxPendingBytes = 64 << 20
+
+// ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown] or
+// [Server.Close], and by Serve when called on a closed server.
+var ErrServerClosed = errors.New("responder: server closed")
+
+// Config configures a [Server]. Conn and Backend are required; every other
+// zero field takes the default its comment names.
+type Config struct {
+	// Conn is the NATS connection to serve on. The caller owns it: the
+	// Server never closes or drains it and never replaces its handlers.
+	Conn *nats.Conn
+
+	// Backend answers the lookups. It is called from up to MaxConcurrent
+	// goroutines at once.
+	Backend backend.Backend
+
+	// Subject is the subject served; default [DefaultSubject].
+	Subject string
+
+	// SubjectPrefix, when set, is prepended to Subject with a dot, as the
+	// requester's option of the same name does ("site-a" →
+	// "site-a.tinkerbell.dhcp.backend").
+	SubjectPrefix string
+
+	// Queue is the queue group joined; default [DefaultQueue]. All
+	// replicas serving one subject should use the same queue group.
+	Queue string
+
+	// NoQueue subscribes without a queue group, so that every responder
+	// receives every request (and the first reply wins). Queue must then
+	// be empty.
+	NoQueue bool
+
+	// MaxConcurrent bounds the backend calls running at once; default
+	// [DefaultMaxConcurrent].
+	MaxConcurrent int
+
+	// MaxPending bounds the requests waiting in NATS' pending buffer while
+	// all backend calls are busy; default [DefaultMaxPending]. Requests
+	// beyond it are dropped by NATS and reported as a slow consumer.
+	MaxPending int
+
+	// DefaultTimeout bounds a backend call when the request carries no
+	// [HeaderTimeout]; default [DefaultTimeout].
+	DefaultTimeout time.Duration
+
+	// Source is the CloudEvents source attribute of replies; default
+	// [DefaultSource].
+	Source string
+
+	// Name, Version and Metadata identify the service in the NATS micro
+	// discovery protocol. Name defaults to [DefaultName] and may hold
+	// letters, digits, '-' and '_'; Version defaults to [DefaultVersion]
+	// and must be a semantic version. Metadata is copied.
+	Name     string
+	Version  string
+	Metadata map[string]string
+
+	// Logger receives one line per error and a debug line per request;
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Server serves a [backend.Backend] on a NATS subject. Create it with
+// [New]; its methods are safe for concurrent use.
+type Server struct {
+	nc         *nats.Conn
+	backend    backend.Backend
+	subject    string
+	queue      string
+	maxConc    int
+	maxPending int
+	timeout    time.Duration
+	source     string
+	name       string
+	version    string
+	id         string
+	metadata   map[string]string
+	log        *slog.Logger
+
+	// ctx is the parent of every backend call's context; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	sub       *nats.Subscription
+	discovery []*nats.Subscription
+
+	mu        sync.Mutex
+	serving   bool          // Serve was called
+	closed    bool          // Shutdown or Close was called
+	stopOnce  sync.Once     // stops discovery
+	serveDone chan struct{} // closed when Serve's goroutines have returned
+
+	replies replier
+	stats   counters
+	started time.Time
+}
+
+// New validates cfg, subscribes to the subject and to the discovery
+// subjects, and returns a Server that [Server.Serve] runs. Configuration
+// errors wrap [backend.ErrInvalidConfig]; a failed subscription is returned
+// as is.
+//
+// Requests sent after New returns wait in NATS' pending buffer until Serve
+// takes them. Call [Server.Shutdown] or [Server.Close] to release the
+// subscriptions, even if Serve never ran.
+func New(cfg Config) (*Server, error) {
+	s, err := newServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.subscribe(); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+var (
+	nameRegexp = regexp.MustCompile(`^[A-Za-z0-9\-_]+$`)
+	// semVerRegexp is the regular expression suggested by semver.org, as
+	// nats.go's micro package uses.
+	semVerRegexp = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+)
+
+func newServer(cfg Config) (*Server, error) {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w: responder: "+format, append([]any{backend.ErrInvalidConfig}, args...)...)
+	}
+	if cfg.Conn == nil {
+		return nil, invalid("Conn is nil")
+	}
+	if cfg.Backend == nil {
+		return nil, invalid("Backend is nil")
+	}
+	s := &Server{
+		nc:         cfg.Conn,
+		backend:    cfg.Backend,
+		subject:    wire.Subject(cfg.SubjectPrefix, cfg.Subject),
+		queue:      cfg.Queue,
+		maxConc:    cfg.MaxConcurrent,
+		maxPending: cfg.MaxPending,
+		timeout:    cfg.DefaultTimeout,
+		source:     cfg.Source,
+		name:       cfg.Name,
+		version:    cfg.Version,
+		id:         rand.Text(),
+		metadata:   maps.Clone(cfg.Metadata),
+		log:        cfg.Logger,
+		serveDone:  make(chan struct{}),
+	}
+	if !wire.ValidSubject(s.subject) {
+		return nil, invalid("invalid subject %q", s.subject)
+	}
+	switch {
+	case cfg.NoQueue && s.queue != "":
+		return nil, invalid("both Queue %q and NoQueue are set", s.queue)
+	case cfg.NoQueue:
+	case s.queue == "":
+		s.queue = DefaultQueue
+	case strings.ContainsAny(s.queue, " \t\r\n*>"):
+		return nil, invalid("invalid queue group %q", s.queue)
+	}
+	if s.maxConc < 0 || s.maxPending < 0 || s.timeout < 0 {
+		return nil, invalid("negative MaxConcurrent, MaxPending or DefaultTimeout")
+	}
+	if s.maxConc == 0 {
+		s.maxConc = DefaultMaxConcurrent
+	}
+	if s.maxPending == 0 {
+		s.maxPending = DefaultMaxPending
+	}
+	if s.timeout == 0 {
+		s.timeout = DefaultTimeout
+	}
+	if s.source == "" {
+		s.source = DefaultSource
+	}
+	if s.name == "" {
+		s.name = DefaultName
+	}
+	if !nameRegexp.MatchString(s.name) {
+		return nil, invalid("invalid service name %q: use letters, digits, '-' and '_'", s.name)
+	}
+	if s.version == "" {
+		s.version = DefaultVersion
+	}
+	if !semVerRegexp.MatchString(s.version) {
+		return nil, invalid("version %q is not a semantic version", s.version)
+	}
+	if s.metadata == nil {
+		s.metadata = map[string]string{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.replies.init(s.source)
+	return s, nil
+}
+
+// subscribe subscribes to the subject and the discovery subjects, and
+// flushes so that the NATS server knows them before New returns.
+func (s *Server) subscribe() error {
+	var err error
+	s.started = time.Now().UTC()
+	if s.queue == "" {
+		s.sub, err = s.nc.SubscribeSync(s.subject)
+	} else {
+		s.sub, err = s.nc.QueueSubscribeSync(s.subject, s.queue)
+	}
+	if err != nil {
+		return fmt.Errorf("responder: subscribing to %q: %w", s.subject, err)
+	}
+	if err := s.sub.SetPendingLimits(s.maxPending, maxPendingBytes); err != nil {
+		_ = s.sub.Unsubscribe()
+		return fmt.Errorf("responder: setting pending limits: %w", err)
+	}
+	if err := s.subscribeDiscovery(); err != nil {
+		_ = s.sub.Unsubscribe()
+		s.stopDiscovery()
+		return err
+	}
+	// Make sure the NATS server has seen the subscriptions. While the
+	// connection is reconnecting this fails, and nats.go sends them once
+	// it is back: no reason to fail.
+	if err := s.nc.FlushTimeout(time.Second); errors.Is(err, nats.ErrConnectionClosed) {
+		_ = s.sub.Unsubscribe()
+		s.stopDiscovery()
+		return fmt.Errorf("responder: %w", err)
+	}
+	return nil
+}
+
+// Subject returns the subject served.
+func (s *Server) Subject() string { return s.subject }
+
+// Serve runs the backend calls until [Server.Shutdown] or [Server.Close]
+// and returns [ErrServerClosed]. It returns another error when the
+// subscription ends for another reason, such as the connection being
+// closed, and an error when called twice.
+//
+// Serve returns only once every goroutine it started has returned.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrServerClosed
+	case s.serving:
+		s.mu.Unlock()
+		return errors.New("responder: Serve called twice")
+	}
+	s.serving = true
+	s.mu.Unlock()
+
+	s.log.Debug("responder: serving", "subject", s.subject, "queue", s.queue, "max_concurrent", s.maxConc)
+	var (
+		wg      sync.WaitGroup
+		exitErr atomic.Pointer[error]
+	)
+	for range s.maxConc {
+		wg.Go(func() {
+			if err := s.work(); err != nil {
+				exitErr.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	stopWatch := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() { s.watchSlowConsumer(stopWatch) })
+
+	wg.Wait()
+	close(stopWatch)
+	watch.Wait()
+	s.cancel()
+	s.stopDiscovery()
+	close(s.serveDone)
+
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrServerClosed
+	}
+	err := nats.ErrBadSubscription
+	if p := exitErr.Load(); p != nil {
+		err = *p
+	}
+	s.log.Error("responder: subscription ended", "subject", s.subject, "error", err)
+	return fmt.Errorf("responder: subscription to %q ended: %w", s.subject, err)
+}
+
+// work takes requests from the subscription and answers them until the
+// subscription ends or the server is closed.
+func (s *Server) work() error {
+	for {
+		msg, err := s.sub.NextMsgWithContext(s.ctx)
+		switch {
+		case err == nil:
+			s.handle(msg)
+		case errors.Is(err, nats.ErrSlowConsumer):
+			// Reported by watchSlowConsumer.
+		default:
+			return err
+		}
+	}
+}
+
+// watchSlowConsumer logs each time NATS starts dropping requests because
+// the pending buffer is full.
+func (s *Server) watchSlowConsumer(stop <-chan struct{}) {
+	ch := s.sub.StatusChanged(nats.SubscriptionSlowConsumer)
+	for {
+		select {
+		case <-stop:
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			dropped, _ := s.sub.Dropped()
+			pending, _, _ := s.sub.Pending()
+			s.log.Error("responder: slow consumer: NATS is dropping requests because the backend cannot keep up",
+				"subject", s.subject, "dropped_total", dropped, "pending", pending,
+				"max_pending", s.maxPending, "max_concurrent", s.maxConc)
+		}
+	}
+}
+
+// Shutdown stops taking new requests, lets the requests already received
+// (running or waiting in NATS' pending buffer) finish, delivers their
+// replies to the NATS server and returns. If ctx ends first, Shutdown
+// returns ctx.Err() and the requests keep running; call [Server.Close] to
+// stop them. [Server.Serve] returns [ErrServerClosed].
+//
+// When Serve never ran, Shutdown just unsubscribes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	serving := s.serving
+	s.mu.Unlock()
+	if !serving {
+		if first {
+			s.release()
+		}
+		return nil
+	}
+	if first {
+		s.stopDiscovery()
+		// Drain unsubscribes, lets the workers take what is pending and then
+		// closes the subscription, which ends the workers once idle.
+		if err := s.sub.Drain(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
+			s.log.Error("responder: draining subscription", "subject", s.subject, "error", err)
+		}
+	}
+	select {
+	case <-s.serveDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var err error
+	if _, ok := ctx.Deadline(); ok {
+		err = s.nc.FlushWithContext(ctx)
+	} else {
+		err = s.nc.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("responder: flushing replies: %w", err)
+	}
+	return nil
+}
+
+// Close stops now: it unsubscribes (requests waiting in NATS' pending
+// buffer are dropped) and cancels the contexts of running backend calls.
+// No reply is sent for those, so that their requesters retry elsewhere
+// instead of taking a cancellation for an answer. Close does not wait for
+// the backend calls to return; [Server.Serve] returns [ErrServerClosed]
+// once they have.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.release()
+	return nil
+}
+
+// release cancels backend calls and drops every subscription.
+func (s *Server) release() {
+	s.cancel()
+	s.stopDiscovery()
+	if err := s.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) &&
+		!errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionDraining) {
+		s.log.Error("responder: unsubscribing", "subject", s.subject, "error", err)
+	}
+}
+
+// closing reports whether Close cancelled the backend calls.
+func (s *Server) closing() bool { return s.ctx.Err() != nil }
