@@ -278,28 +278,39 @@ func (b *Backend) newRequest() any {
 // error code is not an error here: see [backend.Message.Err].
 func (b *Backend) attempt(ctx context.Context, r *request) (backend.Message, error) {
 	budget, tmo := b.timeout, b.timeoutMS
-	actx := ctx
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= budget {
-		// The caller's deadline comes first: no timer of our own needed.
-		budget = time.Until(dl)
-		if budget < time.Millisecond {
-			return backend.Message{}, context.DeadlineExceeded
+	callerFirst := false // the caller's deadline comes before our timeout
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left <= budget {
+			if left < time.Millisecond {
+				return backend.Message{}, context.DeadlineExceeded
+			}
+			budget, tmo, callerFirst = left, strconv.FormatInt(left.Milliseconds(), 10), true
 		}
-		tmo = strconv.FormatInt(budget.Milliseconds(), 10)
-	} else {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, budget)
-		defer cancel()
 	}
 	r.tmo[0] = tmo
 	r.msg.Data = r.buf
-	reply, err := b.conn.RequestMsgWithContext(actx, &r.msg)
+	var (
+		reply *nats.Msg
+		err   error
+	)
+	switch {
+	case ctx.Done() == nil:
+		// A context that never ends (context.Background): nats.go's pooled
+		// timer is cheaper than a context of our own.
+		reply, err = b.conn.RequestMsg(&r.msg, budget)
+	case callerFirst:
+		reply, err = b.conn.RequestMsgWithContext(ctx, &r.msg)
+	default:
+		actx, cancel := context.WithTimeout(ctx, budget)
+		reply, err = b.conn.RequestMsgWithContext(actx, &r.msg)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// Our per-attempt timeout, not the caller's deadline.
+			err = fmt.Errorf("%w: no reply within %v", nats.ErrTimeout, budget)
+		}
+	}
 	r.msg.Data = nil
 	if err != nil {
-		if actx != ctx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			// Our per-attempt timeout, not the caller's deadline.
-			err = fmt.Errorf("%w: no reply within %v", nats.ErrTimeout, b.timeout)
-		}
 		return backend.Message{}, err
 	}
 	return decodeReply(reply)

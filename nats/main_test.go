@@ -158,3 +158,18 @@ type atomicCounter struct{ n atomic.Int64 }
 
 func (c *atomicCounter) add() int64  { return c.n.Add(1) }
 func (c *atomicCounter) load() int64 { return c.n.Load() }
+
+// waitFor polls cond until it holds, failing the test if it does not hold
+// within a generous time.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		<-tick.C
+	}
+}

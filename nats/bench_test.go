@@ -1,0 +1,146 @@
+package nats_test
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/natstest"
+	"github.com/tinkerbell/backend/internal/wire"
+	natsbackend "github.com/tinkerbell/backend/nats"
+)
+
+// The benchmarks compare a lookup with two baselines in the same run,
+// against the same echo responder (a plain subscription that replies with a
+// fixed, full response event):
+//
+//   - raw: nc.Request with the bytes of a request event, no decoding; the
+//     cost of the NATS round trip itself.
+//   - sdkgo: the same lookup done with the CloudEvents SDK: build an
+//     event.Event, json.Marshal it, nc.Request, json.Unmarshal the reply
+//     into an event.Event and DataAs into a backend.Message.
+//
+// Sequential runs measure latency, parallel runs (64 goroutines on one
+// connection) throughput.
+
+// lookupFunc is one lookup done in one of the compared ways.
+type lookupFunc func(ctx context.Context) error
+
+// benchEnv starts a server, an echo responder and one requester connection
+// and returns the three ways of looking up.
+func benchEnv(b *testing.B) map[string]lookupFunc {
+	b.Helper()
+	srv := natstest.Run(b, nil)
+	req, resp := natstest.Connect(b, srv), natstest.Connect(b, srv)
+	fixed := responseEvent(fullMessage(testMAC))
+	hdr := nats.Header{"Content-Type": {natsbackend.ContentType}}
+	sub, err := resp.Subscribe(natsbackend.DefaultSubject, func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: hdr, Data: fixed})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := resp.Flush(); err != nil {
+		b.Fatal(err)
+	}
+
+	be := newBackend(b, req, natsbackend.Config{})
+	dreq := backend.DHCPRequest{MACAddress: testMAC}
+	var ids wire.IDs
+	attrs := wire.Attrs{Source: natsbackend.DefaultSource, Type: backend.RequestEventType, Time: time.Now()}
+	payload := wire.AppendRequest(nil, &attrs, &ids, &dreq)
+
+	return map[string]lookupFunc{
+		"natsbackend": func(ctx context.Context) error {
+			_, _, err := be.Lookup(ctx, dreq)
+			return err
+		},
+		"raw": func(context.Context) error {
+			_, err := req.Request(natsbackend.DefaultSubject, payload, time.Second)
+			return err
+		},
+		"sdkgo": func(context.Context) error {
+			e := event.New()
+			e.SetID(uuid.NewString())
+			e.SetSource(natsbackend.DefaultSource)
+			e.SetType(backend.RequestEventType)
+			e.SetTime(time.Now())
+			if err := e.SetData(event.ApplicationJSON, dreq); err != nil {
+				return err
+			}
+			body, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			m, err := req.Request(natsbackend.DefaultSubject, body, time.Second)
+			if err != nil {
+				return err
+			}
+			var re event.Event
+			if err := json.Unmarshal(m.Data, &re); err != nil {
+				return err
+			}
+			var msg backend.Message
+			if err := re.DataAs(&msg); err != nil {
+				return err
+			}
+			return msg.Err()
+		},
+	}
+}
+
+var benchOrder = []string{"natsbackend", "raw", "sdkgo"}
+
+func BenchmarkLookup(b *testing.B) {
+	fns := benchEnv(b)
+	for _, name := range benchOrder {
+		fn := fns[name]
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			lat := make([]time.Duration, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				start := time.Now()
+				if err := fn(ctx); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+		})
+	}
+}
+
+func BenchmarkLookupParallel(b *testing.B) {
+	fns := benchEnv(b)
+	for _, name := range benchOrder {
+		fn := fns[name]
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(64 / max(1, runtimeProcs()))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := fn(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// runtimeProcs is GOMAXPROCS, which RunParallel multiplies by its
+// parallelism.
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
