@@ -1,0 +1,465 @@
+// Command example runs the whole loop of this module: an embedded NATS
+// server, a responder that serves reservations from a hosts file, and a
+// DHCP server that asks over NATS.
+//
+// One command shows it all, without root or flags:
+//
+//	go run ./example -demo
+//
+// starts every piece in one process (the DHCP server in UDP mode on
+// loopback), runs a DHCP exchange for each host of testdata/hosts.yaml and
+// one unknown MAC address, prints the leases and exits.
+//
+// For real, run the pieces separately (each until SIGINT or SIGTERM):
+//
+//	go run ./example -server                        # embedded NATS server
+//	go run ./example -responder -hosts hosts.yaml   # serves reservations
+//	sudo go run ./example -iface eth1 -server-addr 198.18.0.1   # DHCP server
+//
+// Exit codes: 0 success, 1 runtime failure, 2 bad flags or configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/dhcpserver"
+	natsbackend "github.com/tinkerbell/backend/nats"
+	"github.com/tinkerbell/backend/responder"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the command's flags.
+type options struct {
+	server, responder, demo bool
+
+	// Logging.
+	logFormat string
+	verbose   bool
+
+	// Embedded NATS server (-server).
+	natsAddr   string
+	natsConfig string
+
+	// NATS client connections (-responder and the DHCP server).
+	natsURL      string
+	natsCreds    string
+	natsNKey     string
+	natsUser     string
+	natsPassword string
+	natsCA       string
+	natsCert     string
+	natsKey      string
+	subject      string
+	prefix       string
+
+	// Responder.
+	hosts          string
+	reloadInterval time.Duration
+
+	// DHCP server.
+	iface         string
+	udpAddr       string
+	serverAddr    string
+	lookupTimeout time.Duration
+	bootServer    string
+	tftpBase      string
+	httpBase      string
+	scriptURL     string
+	userClass     string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("example", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: example [-demo | -server | -responder | (DHCP server)] [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&o.demo, "demo", false, "run everything in one process on loopback (no root), print the leases of the example hosts and exit")
+	fs.BoolVar(&o.server, "server", false, "run an embedded NATS server")
+	fs.BoolVar(&o.responder, "responder", false, "serve the reservations of -hosts on the NATS subject")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+
+	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "-server: client listen address")
+	fs.StringVar(&o.natsConfig, "nats-config", "", "-server: nats-server configuration file (TLS, accounts, users, permissions, cluster)")
+
+	fs.StringVar(&o.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS user credentials file (JWT + nkey seed)")
+	fs.StringVar(&o.natsNKey, "nats-nkey", "", "NATS nkey seed file")
+	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user name")
+	fs.StringVar(&o.natsPassword, "nats-password", "", "NATS password (or set NATS_PASSWORD)")
+	fs.StringVar(&o.natsCA, "nats-ca", "", "PEM file of CAs that sign the NATS server's certificate (enables TLS)")
+	fs.StringVar(&o.natsCert, "nats-cert", "", "PEM client certificate for NATS mutual TLS")
+	fs.StringVar(&o.natsKey, "nats-key", "", "PEM client key for NATS mutual TLS")
+	fs.StringVar(&o.subject, "subject", natsbackend.DefaultSubject, "NATS subject of lookups")
+	fs.StringVar(&o.prefix, "subject-prefix", "", "prefix of the subject, for tenants sharing NATS")
+
+	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo: hosts file (YAML or .json)")
+	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder: how often to check the hosts file for changes (SIGHUP reloads at once)")
+
+	fs.StringVar(&o.iface, "iface", "", "DHCP server: network interface for raw sockets (Linux, needs CAP_NET_RAW)")
+	fs.StringVar(&o.udpAddr, "udp", "", "DHCP server: plain UDP listen address instead of -iface, e.g. 0.0.0.0:67 behind a relay")
+	fs.StringVar(&o.serverAddr, "server-addr", "", "DHCP server: our IPv4 address (server identifier, source of replies); default: the first IPv4 address of -iface")
+	fs.DurationVar(&o.lookupTimeout, "lookup-timeout", dhcpserver.DefaultLookupTimeout, "DHCP server: deadline of each backend lookup")
+	fs.StringVar(&o.bootServer, "boot-server", "", "DHCP server: next-server (siaddr) for PXE ROMs; default the TFTP host or -server-addr")
+	fs.StringVar(&o.tftpBase, "tftp-base", "", "DHCP server: TFTP base URL of the iPXE binaries, e.g. tftp://198.18.0.1")
+	fs.StringVar(&o.httpBase, "http-base", "", "DHCP server: HTTP base URL of the iPXE binaries, e.g. http://198.18.0.1:8080/ipxe")
+	fs.StringVar(&o.scriptURL, "ipxe-script-url", "", "DHCP server: iPXE script URL when the backend sends none")
+	fs.StringVar(&o.userClass, "user-class", dhcpserver.DefaultUserClass, "DHCP server: iPXE user class that gets the script URL")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	n := 0
+	for _, b := range []bool{o.demo, o.server, o.responder} {
+		if b {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, errors.New("choose one of -demo, -server and -responder")
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("-log-format %q: want text or json", o.logFormat)
+	}
+	if o.natsPassword == "" {
+		o.natsPassword = os.Getenv("NATS_PASSWORD")
+	}
+	return o, nil
+}
+
+// usageError marks errors that exit with code 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "example:", err)
+		return exitUsage
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	} else if o.demo {
+		level = slog.LevelWarn // keep the demo's table readable
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	if o.logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, hopts)
+	}
+	log := slog.New(h)
+
+	switch {
+	case o.demo:
+		err = runDemo(ctx, o, stdout, log)
+	case o.server:
+		err = runServer(ctx, o, log)
+	case o.responder:
+		err = runResponder(ctx, o, log)
+	default:
+		err = runDHCP(ctx, o, log)
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue) || errors.Is(err, backend.ErrInvalidConfig):
+		log.Error("bad configuration", "error", err)
+		return exitUsage
+	default:
+		log.Error("failed", "error", err)
+		return exitFailure
+	}
+}
+
+// natsServerOptions builds the embedded server's options from -nats-addr
+// and -nats-config.
+func natsServerOptions(o *options) (*server.Options, error) {
+	opts := &server.Options{}
+	if o.natsConfig != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(o.natsConfig); err != nil {
+			return nil, usageError{fmt.Errorf("-nats-config: %w", err)}
+		}
+	}
+	if o.natsAddr != "" && (o.natsConfig == "" || opts.Port == 0) {
+		ap, err := netip.ParseAddrPort(o.natsAddr)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("-nats-addr: %w", err)}
+		}
+		opts.Host, opts.Port = ap.Addr().String(), int(ap.Port())
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+	}
+	opts.NoSigs = true
+	return opts, nil
+}
+
+// startNATS starts an embedded NATS server and waits until it is ready.
+func startNATS(opts *server.Options, log *slog.Logger) (*server.Server, error) {
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("nats server: %w", err)}
+	}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		s.SetLoggerV2(natsLogger{log}, true, false, false)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("nats server: not ready after 10s (is the port in use?)")
+	}
+	return s, nil
+}
+
+func runServer(ctx context.Context, o *options, log *slog.Logger) error {
+	opts, err := natsServerOptions(o)
+	if err != nil {
+		return err
+	}
+	s, err := startNATS(opts, log)
+	if err != nil {
+		return err
+	}
+	log.Info("nats server ready", "url", s.ClientURL())
+	<-ctx.Done()
+	log.Info("nats server shutting down")
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
+}
+
+// connect opens a NATS connection with the flags' credentials and TLS. It
+// keeps retrying while the server is away, so that the pieces may start in
+// any order.
+func connect(o *options, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.natsCreds != "" {
+		opts = append(opts, nats.UserCredentials(o.natsCreds))
+	}
+	if o.natsNKey != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.natsNKey)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("-nats-nkey: %w", err)}
+		}
+		opts = append(opts, opt)
+	}
+	if o.natsUser != "" {
+		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
+	}
+	if o.natsCA != "" {
+		opts = append(opts, nats.RootCAs(o.natsCA))
+	}
+	if o.natsCert != "" || o.natsKey != "" {
+		opts = append(opts, nats.ClientCert(o.natsCert, o.natsKey))
+	}
+	nc, err := nats.Connect(o.natsURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats connect %s: %w", o.natsURL, err)
+	}
+	return nc, nil
+}
+
+func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
+	hosts, err := newHostsBackend(o.hosts, log)
+	if err != nil {
+		return usageError{fmt.Errorf("hosts file: %w", err)}
+	}
+	nc, err := connect(o, "tinkerbell-example-responder", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	srv, err := responder.New(responder.Config{
+		Conn:          nc,
+		Backend:       hosts,
+		Subject:       o.subject,
+		SubjectPrefix: o.prefix,
+		Metadata:      map[string]string{"hosts": o.hosts},
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); hosts.watch(wctx, o.reloadInterval, hup) }()
+	defer func() { stopWatch(); <-watched }()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	log.Info("responder ready", "subject", srv.Subject(), "hosts", hosts.len(), "file", o.hosts)
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("responder draining")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-served; !errors.Is(err, responder.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// dhcpConfig builds the DHCP server's configuration from the flags.
+func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Config, error) {
+	cfg := dhcpserver.Config{
+		Backend:       b,
+		Interface:     o.iface,
+		LookupTimeout: o.lookupTimeout,
+		Logger:        log,
+	}
+	if o.udpAddr != "" {
+		ap, err := netip.ParseAddrPort(o.udpAddr)
+		if err != nil {
+			return cfg, usageError{fmt.Errorf("-udp: %w", err)}
+		}
+		cfg.UDPAddr = ap
+	}
+	if o.iface == "" && o.udpAddr == "" {
+		return cfg, usageError{errors.New("the DHCP server needs -iface (raw sockets) or -udp; or run -demo, -server or -responder")}
+	}
+	var err error
+	if o.serverAddr != "" {
+		if cfg.ServerAddr, err = netip.ParseAddr(o.serverAddr); err != nil {
+			return cfg, usageError{fmt.Errorf("-server-addr: %w", err)}
+		}
+	} else if o.iface != "" {
+		if cfg.ServerAddr, err = interfaceAddr(o.iface); err != nil {
+			return cfg, usageError{fmt.Errorf("-server-addr not set and %w", err)}
+		}
+	} else {
+		return cfg, usageError{errors.New("-server-addr is required with -udp")}
+	}
+	if o.bootServer != "" {
+		if cfg.Netboot.NextServer, err = netip.ParseAddr(o.bootServer); err != nil {
+			return cfg, usageError{fmt.Errorf("-boot-server: %w", err)}
+		}
+	}
+	for _, u := range []struct {
+		flag string
+		val  string
+		dst  **url.URL
+	}{{"-tftp-base", o.tftpBase, &cfg.Netboot.TFTPBaseURL}, {"-http-base", o.httpBase, &cfg.Netboot.HTTPBaseURL}, {"-ipxe-script-url", o.scriptURL, &cfg.Netboot.IPXEScriptURL}} {
+		if u.val == "" {
+			continue
+		}
+		p, err := url.Parse(u.val)
+		if err != nil || p.Scheme == "" || p.Host == "" {
+			return cfg, usageError{fmt.Errorf("%s %q: want an absolute URL", u.flag, u.val)}
+		}
+		*u.dst = p
+	}
+	cfg.Netboot.UserClass = o.userClass
+	return cfg, nil
+}
+
+func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
+	// Validate the flags before connecting anywhere.
+	if _, err := dhcpConfig(o, backend.BackendFunc(nil), log); err != nil {
+		return err
+	}
+	nc, err := connect(o, "tinkerbell-example-dhcp", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	requester, err := natsbackend.New(natsbackend.Config{Conn: nc, Subject: o.subject, SubjectPrefix: o.prefix, Logger: log})
+	if err != nil {
+		return err
+	}
+	cfg, _ := dhcpConfig(o, requester, log)
+	srv, err := dhcpserver.New(cfg)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "server_addr", cfg.ServerAddr, "subject", requester.Subject())
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("dhcp server shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-served; !errors.Is(err, dhcpserver.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// natsLogger sends the embedded server's logs to slog.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Info("nats: " + fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn("nats: " + fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error("nats: " + fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug("nats: " + fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any) {
+	l.log.Debug("nats: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
+}

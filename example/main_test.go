@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// envRunMain makes the test binary behave as the example command, so that
+// end-to-end tests can start the pieces as child processes without a
+// separate build.
+const envRunMain = "BACKEND_EXAMPLE_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func TestDemo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"-demo", "-hosts", filepath.Join("testdata", "hosts.yaml")}, &stdout, &stderr)
+	if code != exitOK {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	out := stdout.String()
+	// One row per host, with the hosts file's values, then the unknown MAC.
+	rows := []string{
+		`52:54:00:66:ea:9a +198\.18\.0\.10 +255\.255\.255\.0 +198\.18\.0\.1 +198\.18\.0\.2,198\.18\.0\.3 +node-1\.lab\.example +http://198\.18\.0\.1:8080/auto\.ipxe +\S+`,
+		`52:54:00:66:ea:9b +198\.18\.0\.11 +255\.255\.255\.0 +198\.18\.0\.1 +198\.18\.0\.2 +node-2\.lab\.example +- +\S+`,
+		`52:54:00:66:ea:9c +198\.18\.1\.20 +255\.255\.254\.0 +198\.18\.0\.1 +198\.18\.0\.2 +node-3 +http://198\.18\.0\.1:8080/default\.ipxe +\S+`,
+		`52:54:00:00:00:99 +no offer \(not in the hosts file\)`,
+		`DHCP server: 4 DISCOVER, 3 REQUEST received; 3 OFFER, 3 ACK sent`,
+	}
+	lines := strings.Split(out, "\n")
+	at := 0
+	for _, row := range rows {
+		re := regexp.MustCompile(`^` + row)
+		for at < len(lines) && !re.MatchString(lines[at]) {
+			at++
+		}
+		if at == len(lines) {
+			t.Fatalf("output lacks a line matching %q (in order)\n%s", row, out)
+		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("the demo logged warnings or errors:\n%s", &stderr)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("hosts:\n  \"52:54:00:66:ea:9a\":\n    IPAddress: 2001:db8::1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"help", []string{"-h"}, exitOK, "Usage"},
+		{"unknown flag", []string{"-nope"}, exitUsage, "flag provided but not defined"},
+		{"two modes", []string{"-server", "-responder"}, exitUsage, "choose one"},
+		{"stray argument", []string{"-demo", "x"}, exitUsage, "unexpected arguments"},
+		{"bad log format", []string{"-log-format", "xml"}, exitUsage, "text or json"},
+		{"dhcp server without interface", nil, exitUsage, "needs -iface"},
+		{"udp without server address", []string{"-udp", "127.0.0.1:0"}, exitUsage, "-server-addr is required"},
+		{"bad server address", []string{"-udp", "127.0.0.1:0", "-server-addr", "x"}, exitUsage, "-server-addr"},
+		{"bad hosts file", []string{"-responder", "-hosts", bad}, exitUsage, "bad.yaml:3: host 52:54:00:66:ea:9a"},
+		{"missing hosts file", []string{"-demo", "-hosts", filepath.Join(t.TempDir(), "none.yaml")}, exitUsage, "no such file"},
+		{"bad nats config", []string{"-server", "-nats-config", filepath.Join(t.TempDir(), "none.conf")}, exitUsage, "-nats-config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if code := run(ctx, tt.args, &stdout, &stderr); code != tt.code {
+				t.Fatalf("exit code %d, want %d\nstderr:\n%s", code, tt.code, &stderr)
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr does not mention %q:\n%s", tt.want, &stderr)
+			}
+		})
+	}
+}
+
+// TestServerAndResponderStopOnSignal runs -server and -responder until
+// their context ends (as SIGTERM does) and checks they exit cleanly.
+func TestServerAndResponderStopOnSignal(t *testing.T) {
+	for _, args := range [][]string{
+		{"-server", "-nats-addr", "127.0.0.1:0"},
+	} {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel() // already "signalled": start, then shut down at once
+		var stdout, stderr bytes.Buffer
+		if code := run(ctx, args, &stdout, &stderr); code != exitOK {
+			t.Errorf("%v: exit %d\n%s", args, code, &stderr)
+		}
+	}
+}
