@@ -1,0 +1,301 @@
+package dhcpserver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/insomniacslk/dhcp/iana"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tinkerbell/backend"
+)
+
+// Defaults of [Config] fields left zero.
+const (
+	// DefaultLookupTimeout bounds each Backend lookup: well under the ~4 s
+	// after which DHCP clients retransmit.
+	DefaultLookupTimeout = 2 * time.Second
+
+	// DefaultLeaseTime is sent as option 51 when the Backend's LeaseTime
+	// is 0 (RFC 2131 forbids a zero lease).
+	DefaultLeaseTime = 24 * time.Hour
+
+	// DefaultMaxConcurrent is the number of packets handled at once.
+	DefaultMaxConcurrent = 64
+
+	// DefaultUserClass is the iPXE user class (option 77) that marks an
+	// iPXE built for Tinkerbell: it gets the iPXE script URL directly.
+	DefaultUserClass = "Tinkerbell"
+)
+
+// DefaultBinaries maps client architectures (DHCP option 93, RFC 4578 and
+// the IANA registry) to iPXE binaries. It is what [Netboot].Binaries
+// defaults to; an architecture missing from the map gets no boot file.
+func DefaultBinaries() map[iana.Arch]string {
+	return map[iana.Arch]string{
+		iana.INTEL_X86PC:     "undionly.kpxe", // 0: legacy BIOS
+		iana.EFI_IA32:        "ipxe.efi",      // 6
+		iana.EFI_X86_64:      "ipxe.efi",      // 7
+		iana.EFI_BC:          "ipxe.efi",      // 9: x86-64 UEFI, as many firmwares send it
+		iana.EFI_X86_HTTP:    "ipxe.efi",      // 15
+		iana.EFI_X86_64_HTTP: "ipxe.efi",      // 16
+		iana.EFI_ARM64:       "snp-arm64.efi", // 11
+		iana.EFI_ARM64_HTTP:  "snp-arm64.efi", // 19
+		iana.Arch(41):        "snp-arm64.efi", // ARM rpiboot
+	}
+}
+
+// Config configures a [Server]. Backend and ServerAddr are required; every
+// other zero field takes the documented default.
+//
+// The server runs in one of two modes:
+//
+//   - Raw mode (Interface set; Linux only, needs CAP_NET_RAW): an AF_PACKET
+//     socket on that interface sees every DHCP request arriving there and
+//     sends replies exactly as RFC 2131 §4.1 asks, including unicast to a
+//     client that has no address yet (without ARP). This is the mode for
+//     real networks.
+//   - UDP mode (UDPAddr set, or [Server.ServeConn] with a socket of your
+//     own): a plain UDP socket, no privileges needed beyond the port. A
+//     relayed request (giaddr set) is answered at giaddr:67; every other
+//     request is answered at the source address and port it came from, so
+//     a client on loopback that sends from any port receives its reply.
+//     Clients without an address (the usual broadcast DISCOVER) cannot be
+//     reached this way: use UDP mode behind a relay, or for tests and
+//     demos on loopback.
+type Config struct {
+	// Backend answers every lookup. Required.
+	Backend backend.Backend
+
+	// ServerAddr is the server identifier (option 54) and the IPv4 source
+	// address of replies. Required. In raw mode it should be an address of
+	// Interface.
+	ServerAddr netip.Addr
+
+	// Interface selects raw mode on the named network interface.
+	Interface string
+
+	// UDPAddr selects UDP mode on this address, such as 0.0.0.0:67 or
+	// 127.0.0.1:0 (a random port; see [Server.Addr]). It must be unset in
+	// raw mode.
+	UDPAddr netip.AddrPort
+
+	// LookupTimeout bounds each Backend lookup. Zero means
+	// [DefaultLookupTimeout].
+	LookupTimeout time.Duration
+
+	// DefaultLeaseTime is the lease sent when the Backend's LeaseTime is 0.
+	// Zero means [DefaultLeaseTime]. It is rounded down to whole seconds.
+	DefaultLeaseTime time.Duration
+
+	// MaxConcurrent bounds the packets handled (and lookups running) at
+	// once; packets arriving while all are busy and the queue of the same
+	// length is full are dropped (clients retransmit). Zero means
+	// [DefaultMaxConcurrent].
+	MaxConcurrent int
+
+	// Netboot configures PXE and iPXE clients.
+	Netboot Netboot
+
+	// TracerProvider, when set, starts a span around each Backend lookup.
+	// Whether set or not, a valid span context in the lookup's context
+	// (from the tracer, or from the ctx given to [Server.Handle]) is sent
+	// as the request's Traceparent and in option 43 sub-option 69.
+	TracerProvider trace.TracerProvider
+
+	// Logger receives debug logs for dropped packets and errors for failed
+	// lookups. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Netboot configures how the server answers PXE, iPXE and UEFI HTTP boot
+// clients whose reservation allows netboot.
+//
+// What a netboot client gets (as the Tinkerbell DHCP server does it):
+//   - a PXE ROM (option 60 "PXEClient…"): the binary name for its
+//     architecture (see Binaries) in the file field, to fetch by TFTP from
+//     next-server (siaddr);
+//   - stock iPXE (option 77 "iPXE"): the full URL of the binary:
+//     TFTPBaseURL + "/" + binary when TFTPBaseURL is set, otherwise
+//     HTTPBaseURL + "/" + binary;
+//   - iPXE with the custom user class (UserClass): the iPXE script URL of
+//     the reservation, or IPXEScriptURL when the Backend gives none;
+//   - a UEFI HTTP boot client (option 60 "HTTPClient…"): HTTPBaseURL + "/" +
+//     binary, and option 60 "HTTPClient" echoed;
+//
+// plus option 43 sub-option 6 = 8 (PXE boot server discovery off: use the
+// boot file) and sub-option 69 = the lookup's binary traceparent (26
+// bytes: version, trace id, span id, flags) when the lookup is traced, and
+// for iPXE clients option 175 sub-option 176 = 1 (no-pxedhcp: do not wait
+// for ProxyDHCP offers).
+//
+// A reservation with AllowNetboot false, a client that is not a netboot
+// client, an unknown architecture, or a missing URL for the client's boot
+// method: the client gets its address and configuration only, with an
+// empty file field, siaddr 0.0.0.0 and no options 43, 60 or 175.
+type Netboot struct {
+	// NextServer is sent as siaddr (the TFTP server of PXE ROMs). Zero
+	// means the host of TFTPBaseURL if it is an IPv4 address, otherwise
+	// [Config].ServerAddr.
+	NextServer netip.Addr
+
+	// TFTPBaseURL is where iPXE binaries are served by TFTP, such as
+	// tftp://198.18.0.1 or tftp://198.18.0.1:69/ipxe. Nil means
+	// tftp://<NextServer> when HTTPBaseURL is nil too.
+	TFTPBaseURL *url.URL
+
+	// HTTPBaseURL is where iPXE binaries are served by HTTP, such as
+	// http://198.18.0.1:8080/ipxe. UEFI HTTP boot clients need it.
+	HTTPBaseURL *url.URL
+
+	// Binaries maps the client architecture (option 93) to an iPXE binary
+	// name. Nil means [DefaultBinaries].
+	Binaries map[iana.Arch]string
+
+	// UserClass is the option 77 user class of iPXE builds that should get
+	// the script URL. Empty means [DefaultUserClass].
+	UserClass string
+
+	// IPXEScriptURL is the script URL sent when the Backend's
+	// IPXEScriptURL is nil. Nil means such clients get no boot file.
+	IPXEScriptURL *url.URL
+}
+
+// config is a validated Config with defaults applied: the server never
+// writes to it after New.
+type config struct {
+	Config
+	lease       uint32
+	tracer      trace.Tracer
+	nextServer  netip.Addr
+	tftpBase    string // without trailing slash; "" = none
+	httpBase    string
+	binaries    map[iana.Arch]string
+	userClass   string
+	defaultPXE  string // default iPXE script URL, "" = none
+	logger      *slog.Logger
+	maxInFlight int
+}
+
+var errConfig = backend.ErrInvalidConfig
+
+func (c Config) validate() (*config, error) {
+	out := &config{Config: c}
+	if c.Backend == nil {
+		return nil, fmt.Errorf("%w: dhcpserver: Backend is required", errConfig)
+	}
+	if !c.ServerAddr.Is4() {
+		return nil, fmt.Errorf("%w: dhcpserver: ServerAddr %v is not an IPv4 address", errConfig, c.ServerAddr)
+	}
+	if c.Interface != "" && c.UDPAddr.IsValid() {
+		return nil, fmt.Errorf("%w: dhcpserver: set Interface (raw mode) or UDPAddr (UDP mode), not both", errConfig)
+	}
+	if c.UDPAddr.IsValid() && !c.UDPAddr.Addr().Unmap().Is4() {
+		return nil, fmt.Errorf("%w: dhcpserver: UDPAddr %v is not IPv4", errConfig, c.UDPAddr)
+	}
+	if c.LookupTimeout < 0 || c.DefaultLeaseTime < 0 || c.MaxConcurrent < 0 {
+		return nil, fmt.Errorf("%w: dhcpserver: negative LookupTimeout, DefaultLeaseTime or MaxConcurrent", errConfig)
+	}
+	if out.LookupTimeout == 0 {
+		out.LookupTimeout = DefaultLookupTimeout
+	}
+	lease := c.DefaultLeaseTime
+	if lease == 0 {
+		lease = DefaultLeaseTime
+	}
+	if lease < time.Second || lease/time.Second > 0xffffffff {
+		return nil, fmt.Errorf("%w: dhcpserver: DefaultLeaseTime %v out of range", errConfig, c.DefaultLeaseTime)
+	}
+	out.lease = uint32(lease / time.Second)
+	out.maxInFlight = c.MaxConcurrent
+	if out.maxInFlight == 0 {
+		out.maxInFlight = DefaultMaxConcurrent
+	}
+	if c.TracerProvider != nil {
+		out.tracer = c.TracerProvider.Tracer("github.com/tinkerbell/backend/dhcpserver")
+	}
+	out.logger = c.Logger
+	if out.logger == nil {
+		out.logger = slog.New(slog.DiscardHandler)
+	}
+
+	nb := c.Netboot
+	for _, u := range []struct {
+		name  string
+		u     *url.URL
+		allow []string
+	}{
+		{"Netboot.TFTPBaseURL", nb.TFTPBaseURL, []string{"tftp"}},
+		{"Netboot.HTTPBaseURL", nb.HTTPBaseURL, []string{"http", "https"}},
+		{"Netboot.IPXEScriptURL", nb.IPXEScriptURL, []string{"http", "https", "tftp"}},
+	} {
+		if u.u == nil {
+			continue
+		}
+		if u.u.Host == "" || !contains(u.allow, u.u.Scheme) {
+			return nil, fmt.Errorf("%w: dhcpserver: %s %q is not an absolute %v URL", errConfig, u.name, u.u, u.allow)
+		}
+	}
+	out.nextServer = nb.NextServer
+	if out.nextServer.IsValid() && !out.nextServer.Is4() {
+		return nil, fmt.Errorf("%w: dhcpserver: Netboot.NextServer %v is not IPv4", errConfig, nb.NextServer)
+	}
+	if !out.nextServer.IsValid() && nb.TFTPBaseURL != nil {
+		if a, err := netip.ParseAddr(nb.TFTPBaseURL.Hostname()); err == nil && a.Is4() {
+			out.nextServer = a
+		}
+	}
+	if !out.nextServer.IsValid() {
+		out.nextServer = c.ServerAddr
+	}
+	switch {
+	case nb.TFTPBaseURL != nil:
+		out.tftpBase = trimSlash(nb.TFTPBaseURL.String())
+	case nb.HTTPBaseURL == nil:
+		out.tftpBase = "tftp://" + out.nextServer.String()
+	}
+	if nb.HTTPBaseURL != nil {
+		out.httpBase = trimSlash(nb.HTTPBaseURL.String())
+	}
+	out.binaries = nb.Binaries
+	if out.binaries == nil {
+		out.binaries = DefaultBinaries()
+	}
+	for arch, name := range out.binaries {
+		if name == "" || len(name) > 100 {
+			return nil, fmt.Errorf("%w: dhcpserver: Netboot.Binaries[%d] = %q: empty or too long", errConfig, arch, name)
+		}
+	}
+	out.userClass = nb.UserClass
+	if out.userClass == "" {
+		out.userClass = DefaultUserClass
+	}
+	if nb.IPXEScriptURL != nil {
+		out.defaultPXE = nb.IPXEScriptURL.String()
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// ErrUnsupported is returned by [Server.Serve] for raw mode on systems
+// other than Linux.
+var ErrUnsupported = errors.New("dhcpserver: raw mode is only supported on Linux")

@@ -1,0 +1,118 @@
+//go:build linux
+
+package dhcpserver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawConn is raw mode: an AF_PACKET socket bound to one interface, with a
+// classic BPF filter that lets only unfragmented IPv4/UDP packets to port
+// 67 reach user space. Replies are whole Ethernet frames built here.
+type rawConn struct {
+	f      *os.File
+	ifi    *net.Interface
+	srcMAC [6]byte
+	srcIP  [4]byte
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// bootpsFilter is "ip and udp dst port 67 and not ip fragment", for frames
+// with an Ethernet header.
+var bootpsFilter = [...]unix.SockFilter{
+	{Code: 0x28, K: 12},                   // 0: ldh [12]            ethertype
+	{Code: 0x15, Jt: 0, Jf: 8, K: 0x800},  // 1: jeq IPv4 else drop
+	{Code: 0x30, K: 23},                   // 2: ldb [23]            IP protocol
+	{Code: 0x15, Jt: 0, Jf: 6, K: 17},     // 3: jeq UDP else drop
+	{Code: 0x28, K: 20},                   // 4: ldh [20]            flags, fragment offset
+	{Code: 0x45, Jt: 4, Jf: 0, K: 0x1fff}, // 5: jset offset → drop
+	{Code: 0xb1, K: 14},                   // 6: ldxb 4*([14]&0xf)    IP header length
+	{Code: 0x48, K: 16},                   // 7: ldh [x+16]          UDP destination port
+	{Code: 0x15, Jt: 0, Jf: 1, K: 67},     // 8: jeq 67 else drop
+	{Code: 0x06, K: 0x40000},              // 9: ret: accept
+	{Code: 0x06, K: 0},                    // 10: ret: drop
+}
+
+func listenRaw(iface string, src netip.Addr) (packetConn, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("dhcpserver: interface %q: %w", iface, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("dhcpserver: interface %q is not Ethernet (hardware address %v)", iface, ifi.HardwareAddr)
+	}
+	// Protocol 0 receives nothing until bind, so no unfiltered packet
+	// slips in before the filter is attached.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dhcpserver: raw socket on %s: %w", iface, err)
+	}
+	prog := unix.SockFprog{Len: uint16(len(bootpsFilter)), Filter: &bootpsFilter[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("dhcpserver: attach BPF filter: %w", err)
+	}
+	// Our own replies to a relay go to port 67 too: do not read them back.
+	// (Linux ≥ 4.20; on older kernels they are dropped as BOOTREPLY.)
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("dhcpserver: bind raw socket to %s: %w", iface, err)
+	}
+	c := &rawConn{f: os.NewFile(uintptr(fd), "packet:"+iface), ifi: ifi, srcIP: src.As4()}
+	copy(c.srcMAC[:], ifi.HardwareAddr)
+	return c, nil
+}
+
+func (c *rawConn) LocalAddr() net.Addr               { return &net.IPAddr{IP: c.srcIP[:], Zone: c.ifi.Name} }
+func (c *rawConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
+func (c *rawConn) Close() error                      { return c.f.Close() }
+
+// ReadPacket reads one frame and moves its DHCP payload to the start of
+// buf. Frames with invalid IPv4 or UDP headers are reported as malformed
+// (the BPF filter already let only IPv4/UDP to port 67 through).
+func (c *rawConn) ReadPacket(buf []byte) (int, peer, error) {
+	n, err := c.f.Read(buf)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, peer{}, errSkip
+		}
+		return 0, peer{}, err
+	}
+	off, length, p := parseFrame(buf[:n])
+	if p.malformed {
+		return 0, p, nil
+	}
+	copy(buf, buf[off:off+length])
+	return length, p, nil
+}
+
+// WriteReply builds Ethernet, IPv4 and UDP headers in front of the payload
+// and sends the frame on the interface the request came in on.
+func (c *rawConn) WriteReply(out []byte, n int, dst Destination, chaddr []byte, p peer) error {
+	frame := out[:headroom+n]
+	switch dst.Link {
+	case LinkBroadcast:
+		copy(frame[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	case LinkClient:
+		copy(frame[0:6], chaddr)
+	default:
+		copy(frame[0:6], p.srcMAC[:])
+	}
+	copy(frame[6:12], c.srcMAC[:])
+	binary.BigEndian.PutUint16(frame[12:14], 0x0800)
+	buildIPUDP(frame[14:], c.srcIP, dst.Addr, n)
+	_, err := c.f.Write(frame)
+	return err
+}
+
+var _ packetConn = (*rawConn)(nil)

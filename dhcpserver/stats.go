@@ -1,0 +1,137 @@
+package dhcpserver
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// DropReason says why a received packet got no reply. It is a label value
+// ready for metrics.
+type DropReason string
+
+// The reasons in [Stats.Dropped].
+const (
+	DropMalformed   DropReason = "malformed"     // not a parseable DHCP packet (truncated, bad cookie, bad options, bad IP/UDP headers)
+	DropNotRequest  DropReason = "not-request"   // a BOOTREPLY (op 2)
+	DropHardware    DropReason = "hardware-type" // not Ethernet (htype 1, hlen 6)
+	DropOversize    DropReason = "oversize"      // larger than any DHCP packet may be
+	DropMessageType DropReason = "message-type"  // option 53 missing or not one a server handles
+	DropOtherServer DropReason = "other-server"  // a REQUEST for another server (option 54)
+	DropNotFound    DropReason = "not-found"     // the Backend has no reservation
+	DropBackend     DropReason = "backend-error" // the Backend failed or timed out
+	DropNoAddress   DropReason = "no-address"    // the reservation has no IPv4 address
+	DropNoReply     DropReason = "no-reply"      // RELEASE and DECLINE, which get none; REQUEST in no known state
+	DropTooLarge    DropReason = "reply-too-large"
+	DropQueueFull   DropReason = "queue-full" // every worker busy and the queue full
+	DropWrite       DropReason = "write-error"
+)
+
+var dropReasons = [...]DropReason{
+	DropMalformed, DropNotRequest, DropHardware, DropOversize, DropMessageType, DropOtherServer,
+	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite,
+}
+
+func dropIndex(r DropReason) int {
+	for i, x := range dropReasons {
+		if x == r {
+			return i
+		}
+	}
+	return 0
+}
+
+// LatencyBounds are the upper bounds of the buckets of [Stats.LookupLatency].
+var latencyBounds = [...]time.Duration{
+	100 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2 * time.Second,
+}
+
+// Stats is a snapshot of a server's counters, from [Server.Stats]. The maps
+// hold only non-zero counts.
+type Stats struct {
+	// Received counts well-formed requests per DHCP message type.
+	Received map[dhcpv4.MessageType]uint64
+
+	// Answered counts replies sent per message type (OFFER, ACK, NAK).
+	Answered map[dhcpv4.MessageType]uint64
+
+	// Dropped counts packets that got no reply, by reason.
+	Dropped map[DropReason]uint64
+
+	Lookups       uint64 // Backend calls made
+	Coalesced     uint64 // requests that shared another request's Backend call
+	NotFound      uint64 // lookups that found no reservation
+	BackendErrors uint64 // lookups that failed or timed out
+
+	// LookupLatency is the distribution of Backend call durations.
+	LookupLatency Histogram
+}
+
+// Histogram is a cumulative-ready latency distribution: Counts[i] counts
+// observations ≤ Bounds[i] (and > Bounds[i-1]); the last element of Counts
+// counts those above every bound.
+type Histogram struct {
+	Bounds []time.Duration
+	Counts []uint64
+	Count  uint64
+	Sum    time.Duration
+}
+
+type counters struct {
+	received [256]atomic.Uint64
+	answered [256]atomic.Uint64
+	dropped  [len(dropReasons)]atomic.Uint64
+
+	lookups, coalesced, notFound, backendErrors atomic.Uint64
+
+	latency    [len(latencyBounds) + 1]atomic.Uint64
+	latencySum atomic.Int64
+}
+
+func (c *counters) observe(d time.Duration) {
+	i := 0
+	for i < len(latencyBounds) && d > latencyBounds[i] {
+		i++
+	}
+	c.latency[i].Add(1)
+	c.latencySum.Add(int64(d))
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Received:      map[dhcpv4.MessageType]uint64{},
+		Answered:      map[dhcpv4.MessageType]uint64{},
+		Dropped:       map[DropReason]uint64{},
+		Lookups:       c.lookups.Load(),
+		Coalesced:     c.coalesced.Load(),
+		NotFound:      c.notFound.Load(),
+		BackendErrors: c.backendErrors.Load(),
+		LookupLatency: Histogram{
+			Bounds: append([]time.Duration(nil), latencyBounds[:]...),
+			Counts: make([]uint64, len(latencyBounds)+1),
+			Sum:    time.Duration(c.latencySum.Load()),
+		},
+	}
+	for i := range c.received {
+		if n := c.received[i].Load(); n != 0 {
+			s.Received[dhcpv4.MessageType(i)] = n
+		}
+		if n := c.answered[i].Load(); n != 0 {
+			s.Answered[dhcpv4.MessageType(i)] = n
+		}
+	}
+	for i, r := range dropReasons {
+		if n := c.dropped[i].Load(); n != 0 {
+			s.Dropped[r] = n
+		}
+	}
+	for i := range c.latency {
+		n := c.latency[i].Load()
+		s.LookupLatency.Counts[i] = n
+		s.LookupLatency.Count += n
+	}
+	return s
+}
