@@ -201,7 +201,13 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		req.Traceparent = tp
 	}
 	r := b.reqs.Get().(*request)
-	defer b.reqs.Put(r) // nats.go copies the message when it publishes
+	defer func() {
+		// nats.go copies the message when it publishes. Keep only buffers
+		// of the usual size (an absurd traceparent could grow one).
+		if cap(r.buf) <= 4<<10 {
+			b.reqs.Put(r)
+		}
+	}()
 	attrs := wire.Attrs{Source: b.source, Type: backend.RequestEventType, Time: time.Now(), Traceparent: req.Traceparent}
 	r.buf = wire.AppendRequest(r.buf[:0], &attrs, &b.ids, &req)
 
