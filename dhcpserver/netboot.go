@@ -107,7 +107,9 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	var file string
 	switch {
 	case custom:
-		file = f.script
+		if u := f.netboot.IPXEScriptURL; u != nil {
+			file = u.String()
+		}
 		if file == "" {
 			file = s.cfg.defaultPXE
 		}

@@ -298,31 +298,28 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4
 // flight is one Backend lookup, shared by the requests for the same MAC
 // address that arrive while it runs.
 type flight struct {
-	done        chan struct{}
+	wg          sync.WaitGroup // done when the lookup is
 	dhcp        backend.DHCP
 	netboot     backend.Netboot
-	script      string // netboot.IPXEScriptURL as text
 	err         error
 	traced      bool
 	traceparent [26]byte // version, trace id, span id, flags
 }
 
 // lookup asks the Backend about mac, sharing a lookup already running for
-// the same address.
+// the same address. A request that joins a running lookup waits for it to
+// end, which its own deadline (LookupTimeout) bounds.
 func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
 	key := [6]byte(mac)
 	s.fmu.Lock()
 	if f, ok := s.flights[key]; ok {
 		s.fmu.Unlock()
 		s.stats.coalesced.Add(1)
-		select {
-		case <-f.done:
-			return f
-		case <-ctx.Done():
-			return &flight{err: ctx.Err()}
-		}
+		f.wg.Wait()
+		return f
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{}
+	f.wg.Add(1)
 	s.flights[key] = f
 	s.fmu.Unlock()
 
@@ -330,7 +327,7 @@ func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
 		s.fmu.Lock()
 		delete(s.flights, key)
 		s.fmu.Unlock()
-		close(f.done)
+		f.wg.Done()
 	}()
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
@@ -348,7 +345,7 @@ func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
 		copy(f.traceparent[1:17], tid[:])
 		copy(f.traceparent[17:25], sid[:])
 		f.traceparent[25] = byte(sc.TraceFlags())
-		req.Traceparent = "00-" + hex.EncodeToString(tid[:]) + "-" + hex.EncodeToString(sid[:]) + "-" + hex.EncodeToString([]byte{byte(sc.TraceFlags())})
+		req.Traceparent = "00-" + hex.EncodeToString(tid[:]) + "-" + hex.EncodeToString(sid[:]) + "-" + hex.EncodeToString(f.traceparent[25:])
 	}
 	start := time.Now()
 	s.stats.lookups.Add(1)
@@ -356,9 +353,6 @@ func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
 	s.stats.observe(time.Since(start))
 	switch {
 	case f.err == nil:
-		if f.netboot.IPXEScriptURL != nil {
-			f.script = f.netboot.IPXEScriptURL.String()
-		}
 	case errors.Is(f.err, backend.ErrNotFound):
 		s.stats.notFound.Add(1)
 	default:

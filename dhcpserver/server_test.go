@@ -1,0 +1,346 @@
+package dhcpserver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/tinkerbell/backend"
+)
+
+// serveLoopback runs s in UDP mode on 127.0.0.1 and returns the server's
+// address. The server is shut down, and Serve's result checked, when t
+// ends.
+func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServeConn(conn) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-errc; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("ServeConn returned %v, want ErrServerClosed", err)
+		}
+	})
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// client is a UDP client on loopback.
+type client struct {
+	t    *testing.T
+	conn *net.UDPConn
+	srv  netip.AddrPort
+}
+
+func newClient(t *testing.T, srv netip.AddrPort) *client {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &client{t: t, conn: conn, srv: srv}
+}
+
+func (c *client) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.WriteToUDPAddrPort(b, c.srv); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// exchange sends req and returns the reply.
+func (c *client) exchange(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	c.t.Helper()
+	c.send(req.ToBytes())
+	if err := c.conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, from, err := c.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		c.t.Fatalf("no reply to %v: %v", req.MessageType(), err)
+	}
+	if from != c.srv {
+		c.t.Errorf("reply from %v, want %v", from, c.srv)
+	}
+	p, err := dhcpv4.FromBytes(buf[:n])
+	if err != nil {
+		c.t.Fatalf("bad reply: %v", err)
+	}
+	return p
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not synchronising
+	}
+}
+
+func TestUDPModeDORA(t *testing.T) {
+	s := newTestServer(t, testConfig(newMemBackend()))
+	c := newClient(t, serveLoopback(t, s))
+
+	offer := c.exchange(request(macKnown, dhcpv4.MessageTypeDiscover))
+	if offer.MessageType() != dhcpv4.MessageTypeOffer || !offer.YourIPAddr.Equal(clientIP.AsSlice()) {
+		t.Fatalf("offer: %v", offer.Summary())
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := c.exchange(req)
+	if ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(clientIP.AsSlice()) {
+		t.Fatalf("ack: %v", ack.Summary())
+	}
+	if got, want := ack.SubnetMask().String(), "ffffff00"; got != want {
+		t.Errorf("mask %v, want %v", got, want)
+	}
+
+	// A garbage datagram is dropped and counted, and the server goes on.
+	c.send([]byte("definitely not DHCP"))
+	waitFor(t, "malformed drop", func() bool { return s.Stats().Dropped[DropMalformed] == 1 })
+	c.exchange(request(macKnown, dhcpv4.MessageTypeDiscover))
+
+	st := s.Stats()
+	st.LookupLatency = Histogram{}
+	want := Stats{
+		Received: map[dhcpv4.MessageType]uint64{dhcpv4.MessageTypeDiscover: 2, dhcpv4.MessageTypeRequest: 1},
+		Answered: map[dhcpv4.MessageType]uint64{dhcpv4.MessageTypeOffer: 2, dhcpv4.MessageTypeAck: 1},
+		Dropped:  map[DropReason]uint64{DropMalformed: 1},
+		Lookups:  3,
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("Stats (-want +got):\n%s", diff)
+	}
+	if h := s.Stats().LookupLatency; h.Count != 3 || len(h.Counts) != len(h.Bounds)+1 {
+		t.Errorf("latency histogram %+v, want 3 observations", h)
+	}
+}
+
+func TestServeUDPAddr(t *testing.T) {
+	cfg := testConfig(newMemBackend())
+	cfg.UDPAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	s := newTestServer(t, cfg)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve() }()
+	waitFor(t, "listening", func() bool { return s.Addr() != nil })
+	c := newClient(t, s.Addr().(*net.UDPAddr).AddrPort())
+	if p := c.exchange(request(macKnown, dhcpv4.MessageTypeDiscover)); p.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Errorf("got %v", p.MessageType())
+	}
+	s.Close()
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve after Close: %v", err)
+	}
+	if err := s.Serve(); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve on a closed server: %v", err)
+	}
+}
+
+func TestRelayedUDP(t *testing.T) {
+	// A relay on loopback: giaddr 127.0.0.1 means the reply goes to
+	// 127.0.0.1:67, which needs root to bind.
+	relay, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 67})
+	if err != nil {
+		t.Skipf("cannot bind port 67 (needs root): %v", err)
+	}
+	defer relay.Close()
+	s := newTestServer(t, testConfig(newMemBackend()))
+	srv := serveLoopback(t, s)
+	req := request(macKnown, dhcpv4.MessageTypeDiscover, dhcpv4.WithRelay(net.IPv4(127, 0, 0, 1)), withOpt(82, 1, 3, 'p', '1', '7'))
+	if _, err := relay.WriteToUDPAddrPort(req.ToBytes(), srv); err != nil {
+		t.Fatal(err)
+	}
+	relay.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1500)
+	n, err := relay.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := dhcpv4.FromBytes(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(p.Options[82]); got != "\x01\x03p17" {
+		t.Errorf("option 82 %q, want it echoed", got)
+	}
+}
+
+// TestCoalescing: requests for one MAC that arrive while its lookup runs
+// share that lookup.
+func TestCoalescing(t *testing.T) {
+	release := make(chan struct{})
+	var n int
+	var mu sync.Mutex
+	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return backend.DHCP{}, backend.Netboot{}, ctx.Err()
+		}
+		return reservation(), backend.Netboot{}, nil
+	})
+	s := newTestServer(t, testConfig(be))
+	const waiters = 8
+	var wg sync.WaitGroup
+	replies := make(chan *dhcpv4.DHCPv4, waiters)
+	for i := range waiters {
+		typ := dhcpv4.MessageTypeDiscover
+		mods := []dhcpv4.Modifier{}
+		if i%2 == 1 { // DISCOVER and REQUEST alike
+			typ = dhcpv4.MessageTypeRequest
+			mods = append(mods, withIPOpt(54, serverIP), withIPOpt(50, clientIP))
+		}
+		wg.Go(func() {
+			p, _ := s.Handle(t.Context(), request(macKnown, typ, mods...))
+			replies <- p
+		})
+	}
+	waitFor(t, "all requests waiting on one lookup", func() bool { return s.Stats().Coalesced == waiters-1 })
+	close(release)
+	wg.Wait()
+	close(replies)
+	for p := range replies {
+		if p == nil || !p.YourIPAddr.Equal(clientIP.AsSlice()) {
+			t.Errorf("reply %v", p)
+		}
+	}
+	if n != 1 || s.Stats().Lookups != 1 {
+		t.Errorf("backend called %d times (Stats.Lookups %d), want 1", n, s.Stats().Lookups)
+	}
+	// Once done, a new request looks up again.
+	s.Handle(t.Context(), request(macKnown, dhcpv4.MessageTypeDiscover))
+	if n != 2 {
+		t.Errorf("backend called %d times, want 2", n)
+	}
+}
+
+// TestShutdownDrains: Shutdown waits for a packet being handled and its
+// reply is still sent; Close aborts a running lookup.
+func TestShutdownDrains(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		close(started)
+		<-release
+		return reservation(), backend.Netboot{}, nil
+	})
+	s := newTestServer(t, testConfig(be))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServeConn(conn) }()
+	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
+	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	waitFor(t, "serve loop to stop reading", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closing
+	})
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v while a packet was in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ServeConn: %v", err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1500)
+	if _, _, err := c.conn.ReadFromUDPAddrPort(buf); err != nil {
+		t.Errorf("the in-flight reply was not sent: %v", err)
+	}
+}
+
+func TestCloseAbortsLookup(t *testing.T) {
+	s := newTestServer(t, testConfig(newMemBackend()))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServeConn(conn) }()
+	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
+	c.send(request(macSlow, dhcpv4.MessageTypeDiscover).ToBytes()) // blocks until its context ends
+	waitFor(t, "lookup running", func() bool { return s.Stats().Lookups == 1 })
+	s.Close()
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ServeConn: %v", err)
+	}
+	if got := s.Stats().BackendErrors; got != 1 {
+		t.Errorf("BackendErrors = %d, want 1 (the aborted lookup)", got)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	good := testConfig(newMemBackend())
+	tests := []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"no backend", func(c *Config) { c.Backend = nil }},
+		{"no server address", func(c *Config) { c.ServerAddr = netip.Addr{} }},
+		{"IPv6 server address", func(c *Config) { c.ServerAddr = netip.MustParseAddr("2001:db8::1") }},
+		{"raw and UDP", func(c *Config) { c.Interface = "eth0"; c.UDPAddr = netip.MustParseAddrPort("127.0.0.1:67") }},
+		{"negative timeout", func(c *Config) { c.LookupTimeout = -1 }},
+		{"tiny lease", func(c *Config) { c.DefaultLeaseTime = time.Millisecond }},
+		{"http base not http", func(c *Config) { c.Netboot.HTTPBaseURL = mustURL("ftp://198.18.0.1/") }},
+		{"tftp base relative", func(c *Config) { c.Netboot.TFTPBaseURL = mustURL("/ipxe") }},
+		{"empty binary name", func(c *Config) { c.Netboot.Binaries = map[iana.Arch]string{7: ""} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good
+			tt.mod(&cfg)
+			_, err := New(cfg)
+			if diff := cmp.Diff(backend.ErrInvalidConfig, err, cmpopts.EquateErrors()); diff != "" {
+				t.Errorf("New: %v, want an error wrapping ErrInvalidConfig", err)
+			}
+		})
+	}
+	if _, err := New(good); err != nil {
+		t.Errorf("New(good config): %v", err)
+	}
+}
+
+func TestServeWithoutSocket(t *testing.T) {
+	s := newTestServer(t, testConfig(newMemBackend()))
+	if err := s.Serve(); err == nil || errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve without Interface or UDPAddr: %v", err)
+	}
+}
