@@ -22,8 +22,10 @@ import (
 //
 // Decoding also accepts the DHCP and Netboot fields nested in "DHCP" and
 // "Netboot" objects, null, "" or a missing key for any unset value, a MAC
-// address or subnet mask in base64, and keys in any letter case. Unknown
-// keys are ignored. Decoding validates the result with [Message.Validate].
+// address or subnet mask in base64, Code and Message flat at the top level
+// (as encoding/json writes the seed's Go structs), and keys in any letter
+// case. Unknown keys are ignored. Decoding validates the result with
+// [Message.Validate].
 type Message struct {
 	DHCP
 	Netboot
@@ -106,6 +108,11 @@ func (m *Message) decode(d *jsonx.Decoder) error {
 			return d.Object(func(key string) error { return out.Netboot.decodeField(d, canonical(key, netbootKeys[:])) })
 		case "Error":
 			return out.Error.decode(d)
+		case "Code", "Message":
+			// The seed's Go structs embed Error with `json:",inline"`,
+			// which encoding/json ignores: their Code and Message come
+			// flat. Reading them as success would hide the error.
+			return out.Error.decodeField(d, k)
 		default:
 			if isKey(k, dhcpKeys[:]) {
 				return out.DHCP.decodeField(d, k)
@@ -286,7 +293,7 @@ var messageKeys = [...]string{
 	"DHCP", "Netboot", "Error",
 	"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
 	"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
-	"AllowNetboot", "IPXEScriptURL",
+	"AllowNetboot", "IPXEScriptURL", "Code", "Message",
 }
 
 // decodeField decodes the value of the canonical key k into h, or skips the
@@ -364,31 +371,35 @@ func (e *Error) decode(d *jsonx.Decoder) error {
 		*e = Error{}
 		return nil
 	}
-	return d.Object(func(key string) error {
-		switch canonical(key, errorKeys[:]) {
-		case "Code":
-			if d.TryNull() {
-				e.Code = 0
-				return nil
-			}
-			if d.Peek() != jsonx.Number {
-				return wrongType(d, "Error.Code")
-			}
-			nb, err := d.NumberBytes()
-			if err != nil {
-				return err
-			}
-			n, err := strconv.ParseInt(string(nb), 10, 32)
-			if err != nil {
-				return &FieldError{Field: "Error.Code", Value: truncate(string(nb)), Err: ErrOutOfRange}
-			}
-			e.Code = int(n)
+	return d.Object(func(key string) error { return e.decodeField(d, canonical(key, errorKeys[:])) })
+}
+
+// decodeField decodes the value of the canonical key k into e, or skips the
+// value when k is not an Error field.
+func (e *Error) decodeField(d *jsonx.Decoder, k string) error {
+	switch k {
+	case "Code":
+		if d.TryNull() {
+			e.Code = 0
 			return nil
-		case "Message":
-			s, err := decodeString(d, "Error.Message")
-			e.Message = s
+		}
+		if d.Peek() != jsonx.Number {
+			return wrongType(d, "Error.Code")
+		}
+		nb, err := d.NumberBytes()
+		if err != nil {
 			return err
 		}
-		return d.Skip()
-	})
+		n, err := strconv.ParseInt(string(nb), 10, 32)
+		if err != nil {
+			return &FieldError{Field: "Error.Code", Value: truncate(string(nb)), Err: ErrOutOfRange}
+		}
+		e.Code = int(n)
+		return nil
+	case "Message":
+		s, err := decodeString(d, "Error.Message")
+		e.Message = s
+		return err
+	}
+	return d.Skip()
 }

@@ -85,9 +85,10 @@ func seedEnvelope(data string) []byte {
 
 // Types as a responder written naively against the seed's Go structs would
 // declare them: encoding/json writes the MAC address and the mask in
-// base64 and the URL as an object. (The seed tags the embedded structs
-// `json:",inline"`, which encoding/json ignores; Error is nested here, as
-// the seed's JSON examples show.)
+// base64 and the URL as an object. The seed tags the embedded structs
+// `json:",inline"`, which encoding/json ignores; seedMessage nests Error,
+// as the seed's JSON examples show, seedMessageInline does as the seed's
+// Go code does.
 type (
 	seedDHCP struct {
 		MACAddress       net.HardwareAddr
@@ -114,6 +115,13 @@ type (
 		seedDHCP
 		seedNetboot
 		Error seedError
+	}
+	// seedMessageInline embeds Error too, exactly as the seed declares it:
+	// Code and Message come out flat at the top level.
+	seedMessageInline struct {
+		seedDHCP    `json:",inline"`
+		seedNetboot `json:",inline"`
+		seedError   `json:",inline"`
 	}
 )
 
@@ -275,6 +283,22 @@ func TestLookupReplies(t *testing.T) {
 			name:  "sdk-go with naive seed structs",
 			reply: reply(sdkEvent(t, naiveSeedMessage(full))),
 			want:  result{full.DHCP, full.Netboot},
+		},
+		{
+			name: "sdk-go with the seed's inline structs",
+			reply: reply(sdkEvent(t, func() seedMessageInline {
+				m := naiveSeedMessage(full)
+				return seedMessageInline{m.seedDHCP, m.seedNetboot, m.Error}
+			}())),
+			want: result{full.DHCP, full.Netboot},
+		},
+		{
+			name:  "sdk-go with the seed's inline structs, not found",
+			reply: reply(sdkEvent(t, seedMessageInline{seedError: seedError{Code: 404, Message: "unknown MAC"}})),
+			err: &wantErr{
+				is:     []error{backend.ErrNotFound},
+				remote: &backend.RemoteError{Code: 404, Message: "unknown MAC"},
+			},
 		},
 		{
 			name:  "data as string",
