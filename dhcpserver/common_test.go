@@ -12,12 +12,16 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
 	"go.uber.org/goleak"
 
 	"github.com/tinkerbell/backend"
 )
+
+// equate compares summaries, whose Dest holds a netip.AddrPort.
+var equate = cmpopts.EquateComparable(netip.AddrPort{})
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 	"go.opentelemetry.io/otel/trace"
@@ -225,7 +224,7 @@ func TestHandle(t *testing.T) {
 					t.Errorf("chaddr %v, want %v", reply.ClientHWAddr, tt.req.ClientHWAddr)
 				}
 			}
-			if diff := cmp.Diff(tt.want, got, cmpopts.EquateComparable(netip.AddrPort{})); diff != "" {
+			if diff := cmp.Diff(tt.want, got, equate); diff != "" {
 				t.Errorf("reply (-want +got):\n%s", diff)
 			}
 			if tt.want == nil {

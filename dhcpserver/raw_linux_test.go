@@ -1,0 +1,321 @@
+package dhcpserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"golang.org/x/sys/unix"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/netnstest"
+)
+
+var (
+	serverPrefix = netip.PrefixFrom(serverIP, 24)
+	relayPrefix  = netip.MustParsePrefix("198.18.0.2/24")
+)
+
+// backendFor serves the test reservation to mac only.
+func backendFor(mac net.HardwareAddr) backend.Backend {
+	return backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		if req.MACAddress.String() != mac.String() {
+			return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
+		}
+		d := reservation()
+		d.MACAddress = mac
+		return d, backend.Netboot{}, nil
+	})
+}
+
+// serveRaw runs a raw-mode server on link (in its namespace) and stops it
+// when t ends, checking that Serve returns ErrServerClosed.
+func serveRaw(t *testing.T, link netnstest.Link, be backend.Backend) *Server {
+	t.Helper()
+	cfg := testConfig(be)
+	cfg.Interface = link.Name
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- link.NS.Do(s.Serve) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-errc; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Addr() == nil {
+		select {
+		case err := <-errc:
+			t.Fatalf("Serve: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("raw server did not start")
+		}
+		time.Sleep(time.Millisecond) // polling a condition
+	}
+	return s
+}
+
+// capture records every frame arriving on link, to check what the server
+// put on the wire.
+type capture struct{ fd int }
+
+func startCapture(t *testing.T, link netnstest.Link) *capture {
+	t.Helper()
+	var fd int
+	err := link.NS.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: link.Index})
+	})
+	if err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &capture{fd: fd}
+}
+
+// frame is a captured server reply.
+type frame struct {
+	EthDst, EthSrc string
+	IPSrc, IPDst   string
+	UDPDst         uint16
+	Type           string
+	ChecksumsOK    bool
+}
+
+// replies returns the DHCP replies (UDP from port 67) captured so far.
+func (c *capture) replies(t *testing.T) []frame {
+	t.Helper()
+	var out []frame
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			return out
+		}
+		b := buf[:n]
+		if len(b) < 42 || binary.BigEndian.Uint16(b[12:14]) != 0x0800 || b[23] != 17 {
+			continue
+		}
+		ihl := int(b[14]&0xf) * 4
+		udp := b[14+ihl:]
+		if binary.BigEndian.Uint16(udp[0:2]) != 67 {
+			continue
+		}
+		ip := b[14 : 14+ihl]
+		ulen := int(binary.BigEndian.Uint16(udp[4:6]))
+		pseudo := uint32(17) + uint32(ulen)
+		for i := 12; i < 20; i += 2 {
+			pseudo += uint32(binary.BigEndian.Uint16(ip[i : i+2]))
+		}
+		f := frame{
+			EthDst:      net.HardwareAddr(b[0:6]).String(),
+			EthSrc:      net.HardwareAddr(b[6:12]).String(),
+			IPSrc:       netip.AddrFrom4([4]byte(ip[12:16])).String(),
+			IPDst:       netip.AddrFrom4([4]byte(ip[16:20])).String(),
+			UDPDst:      binary.BigEndian.Uint16(udp[2:4]),
+			ChecksumsOK: checksum(ip, 0) == 0xffff && checksum(udp[:ulen], pseudo) == 0xffff,
+		}
+		if p, err := dhcpv4.FromBytes(udp[8:ulen]); err == nil {
+			f.Type = p.MessageType().String()
+		}
+		out = append(out, f)
+	}
+}
+
+func newNClient(t *testing.T, link netnstest.Link) *nclient4.Client {
+	t.Helper()
+	var c *nclient4.Client
+	err := link.NS.Do(func() error {
+		var err error
+		c, err = nclient4.New(link.Name, nclient4.WithTimeout(time.Second), nclient4.WithRetry(5))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("nclient4: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRawDORA runs insomniacslk's nclient4 against the raw-socket server
+// across a veth pair: with the broadcast flag, and without it, where the
+// server must unicast to the offered address at the client's MAC without
+// ARP.
+func TestRawDORA(t *testing.T) {
+	netnstest.Require(t)
+	for _, tc := range []struct {
+		name      string
+		broadcast bool
+	}{{"broadcast", true}, {"unicast without ARP", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
+			s := serveRaw(t, p.A, backendFor(p.B.HardwareAddr))
+			cap := startCapture(t, p.B)
+			c := newNClient(t, p.B)
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			lease, err := c.Request(ctx, dhcpv4.WithBroadcast(tc.broadcast))
+			if err != nil {
+				t.Fatalf("DORA: %v (server stats %+v)", err, s.Stats())
+			}
+			got := summarize(lease.ACK, Destination{})
+			want := ack(Destination{})
+			want.Flags = map[bool]uint16{true: 0x8000}[tc.broadcast]
+			if diff := cmp.Diff(want, got, equate); diff != "" {
+				t.Errorf("ACK (-want +got):\n%s", diff)
+			}
+
+			ethDst, ipDst := p.B.HardwareAddr.String(), "198.18.0.10"
+			if tc.broadcast {
+				ethDst, ipDst = "ff:ff:ff:ff:ff:ff", "255.255.255.255"
+			}
+			mk := func(typ string) frame {
+				return frame{EthDst: ethDst, EthSrc: p.A.HardwareAddr.String(), IPSrc: "198.18.0.1", IPDst: ipDst,
+					UDPDst: 68, Type: typ, ChecksumsOK: true}
+			}
+			if diff := cmp.Diff([]frame{mk("OFFER"), mk("ACK")}, cap.replies(t)); diff != "" {
+				t.Errorf("frames on the wire (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRawRelay plays a relay agent: it sends a DISCOVER with giaddr and
+// option 82 to the server's address and receives the OFFER on port 67.
+func TestRawRelay(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix, AddrB: relayPrefix})
+	serveRaw(t, p.A, newMemBackend())
+	var relay *net.UDPConn
+	if err := p.B.NS.Do(func() error {
+		var err error
+		relay, err = net.ListenUDP("udp4", &net.UDPAddr{IP: relayPrefix.Addr().AsSlice(), Port: 67})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	exchange := func(req *dhcpv4.DHCPv4) *summary {
+		t.Helper()
+		if _, err := relay.WriteToUDPAddrPort(req.ToBytes(), netip.AddrPortFrom(serverIP, 67)); err != nil {
+			t.Fatal(err)
+		}
+		relay.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 1500)
+		n, from, err := relay.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("relay got no reply: %v", err)
+		}
+		if from != netip.AddrPortFrom(serverIP, 67) {
+			t.Errorf("reply from %v", from)
+		}
+		reply, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return summarize(reply, Destination{})
+	}
+	giaddr := dhcpv4.WithRelay(relayPrefix.Addr().AsSlice())
+	opt82 := withOpt(82, 1, 6, 's', 'w', '1', '/', '1', '7')
+
+	got := exchange(request(macKnown, dhcpv4.MessageTypeDiscover, giaddr, opt82))
+	want := set(offer(Destination{}, 82, "01067377312f3137"), func(s *summary) { s.Giaddr = "198.18.0.2" })
+	if diff := cmp.Diff(want, got, equate); diff != "" {
+		t.Errorf("relayed OFFER (-want +got):\n%s", diff)
+	}
+	got = exchange(request(macKnown, dhcpv4.MessageTypeRequest, giaddr, opt82, withIPOpt(50, otherIP)))
+	want = set(nak(Destination{}), func(s *summary) {
+		s.Giaddr, s.Flags = "198.18.0.2", 0x8000
+		s.Options[82] = "01067377312f3137"
+	})
+	if diff := cmp.Diff(want, got, equate); diff != "" {
+		t.Errorf("relayed NAK (-want +got):\n%s", diff)
+	}
+}
+
+// TestUdhcpc runs busybox udhcpc, a real third-party client, against the
+// raw-socket server and checks what it would configure.
+func TestUdhcpc(t *testing.T) {
+	netnstest.Require(t)
+	bin, err := exec.LookPath("udhcpc")
+	if err != nil {
+		if os.Getenv(netnstest.EnvRequire) == "1" {
+			t.Fatalf("udhcpc not installed: %v", err)
+		}
+		t.Skipf("udhcpc not installed: %v", err)
+	}
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
+	serveRaw(t, p.A, backendFor(p.B.HardwareAddr))
+
+	dir := t.TempDir()
+	out := filepath.Join(dir, "bound.env")
+	script := filepath.Join(dir, "script.sh")
+	// udhcpc calls the script with "deconfig", then "bound" and the lease
+	// in environment variables; record them instead of configuring.
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nenv > \""+out+"\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := p.B.NS.Command(ctx, bin, "-i", p.B.Name, "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, b)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatalf("udhcpc did not bind: %v", err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			switch k {
+			case "ip", "subnet", "mask", "router", "dns", "serverid", "lease", "hostname", "domain", "broadcast", "interface":
+				env[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	want := map[string]string{
+		"interface": p.B.Name,
+		"ip":        "198.18.0.10",
+		"subnet":    "255.255.255.0",
+		"mask":      "24",
+		"router":    "198.18.0.1",
+		"dns":       "198.18.0.2 198.18.0.3",
+		"serverid":  "198.18.0.1",
+		"lease":     "3600",
+		"hostname":  "node-1",
+		"domain":    "example.test",
+		"broadcast": "198.18.0.255",
+	}
+	if diff := cmp.Diff(want, env); diff != "" {
+		t.Errorf("udhcpc lease (-want +got):\n%s", diff)
+	}
+}
