@@ -24,8 +24,9 @@
 //     connection's error handler is told (nats.ErrSlowConsumer), the
 //     responder logs an error and [Stats] counts the drops.
 //   - Each backend call gets a context whose deadline comes from the
-//     requester's time budget (header [HeaderTimeout]), minus a small
-//     allowance for the reply's trip back, or [Config.DefaultTimeout] when
+//     requester's time budget (header [HeaderTimeout]), minus an allowance
+//     for the trip of the request and the reply (5%, at most 50 ms), or
+//     [Config.DefaultTimeout] when
 //     the request carries none; it carries the W3C trace context of the
 //     request (extracted with OpenTelemetry's propagation, so
 //     trace.SpanContextFromContext finds it) and is cancelled by

@@ -159,7 +159,16 @@ func (s *Server) budget(h nats.Header) (time.Duration, bool) {
 		return 0, false
 	}
 	d := time.Duration(ms) * time.Millisecond
-	return d - min(d/20, 5*time.Millisecond), true
+	return d - replyAllowance(d), true
+}
+
+// replyAllowance is the part of a requester's budget of d kept for the
+// trip of the request and of the reply: 5%, at most 50 ms. The budget
+// counts from when the requester sent the request, the backend's deadline
+// from when the responder takes it, so without it the backend could still
+// be working when the requester gives up.
+func replyAllowance(d time.Duration) time.Duration {
+	return min(d/20, 50*time.Millisecond)
 }
 
 // truncate cuts s to maxErrorMessage bytes on a rune boundary.

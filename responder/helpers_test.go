@@ -51,21 +51,21 @@ func conn(t *testing.T) (*nats.Conn, func() *nats.Conn) {
 	return more(), more
 }
 
-// server is a running responder.
-type server struct {
+// running is a responder being served.
+type running struct {
 	*responder.Server
 	served chan error // receives Serve's result
 }
 
 // serve creates a responder from cfg, runs Serve and, when the test ends,
 // closes it and checks that Serve returned ErrServerClosed.
-func serve(t *testing.T, cfg responder.Config) *server {
+func serve(t *testing.T, cfg responder.Config) *running {
 	t.Helper()
 	srv, err := responder.New(cfg)
 	if err != nil {
 		t.Fatalf("responder.New: %v", err)
 	}
-	s := &server{Server: srv, served: make(chan error, 1)}
+	s := &running{Server: srv, served: make(chan error, 1)}
 	go func() { s.served <- srv.Serve() }()
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil {
@@ -79,7 +79,7 @@ func serve(t *testing.T, cfg responder.Config) *server {
 }
 
 // wait returns what Serve returned, once and then again on later calls.
-func (s *server) wait(t *testing.T) error {
+func (s *running) wait(t *testing.T) error {
 	t.Helper()
 	select {
 	case err := <-s.served:
