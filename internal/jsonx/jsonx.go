@@ -10,7 +10,6 @@ package jsonx
 
 import (
 	"fmt"
-	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -56,9 +55,6 @@ func (d *Decoder) Reset(b []byte) { *d = Decoder{b: b} }
 func (d *Decoder) ResetString(s string) {
 	*d = Decoder{b: unsafe.Slice(unsafe.StringData(s), len(s)), s: s}
 }
-
-// Offset returns the current read position.
-func (d *Decoder) Offset() int { return d.pos }
 
 func (d *Decoder) errf(format string, args ...any) error {
 	return &SyntaxError{Offset: d.pos, Msg: fmt.Sprintf(format, args...)}
@@ -195,33 +191,6 @@ func (d *Decoder) NumberBytes() ([]byte, error) {
 	}
 	d.pos = i
 	return b[start:i], nil
-}
-
-// Int64 decodes an integer number. Fractions and exponents are rejected
-// with an error that is not a [SyntaxError] when the syntax was valid.
-func (d *Decoder) Int64() (int64, error) {
-	nb, err := d.NumberBytes()
-	if err != nil {
-		return 0, err
-	}
-	n, perr := strconv.ParseInt(unsafe.String(unsafe.SliceData(nb), len(nb)), 10, 64)
-	if perr != nil {
-		return 0, fmt.Errorf("not an integer in range: %s", truncate(string(nb)))
-	}
-	return n, nil
-}
-
-// Uint64 decodes a non-negative integer below 1<<bits.
-func (d *Decoder) Uint64(bits int) (uint64, error) {
-	nb, err := d.NumberBytes()
-	if err != nil {
-		return 0, err
-	}
-	n, perr := strconv.ParseUint(unsafe.String(unsafe.SliceData(nb), len(nb)), 10, bits)
-	if perr != nil {
-		return 0, fmt.Errorf("not an unsigned %d-bit integer: %s", bits, truncate(string(nb)))
-	}
-	return n, nil
 }
 
 // String decodes a string value.
@@ -520,12 +489,4 @@ func (d *Decoder) skipString() error {
 	}
 	d.pos = i
 	return d.errf("unterminated string")
-}
-
-func truncate(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }
