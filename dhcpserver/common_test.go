@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
@@ -257,3 +258,5 @@ func optionOrder(pkt []byte) []uint8 {
 	}
 	return codes
 }
+
+func cmpDiff(want, got any) string { return cmp.Diff(want, got, equate) }

@@ -1,0 +1,59 @@
+// Package dhcpserver is a reservation-only DHCPv4 server: every answer
+// comes from a [backend.Backend] (in process, or another process reached
+// through the nats package), and there are no address pools and no lease
+// database. It speaks RFC 2131 as real clients and PXE ROMs expect.
+//
+// # Protocol
+//
+// DISCOVER gets an OFFER and REQUEST an ACK, following RFC 2131 §4.3.2: a
+// REQUEST naming another server (option 54) gets no answer; in INIT-REBOOT
+// (option 50 without ciaddr) and RENEWING/REBINDING (ciaddr) a client that
+// asks for an address other than its reservation gets a NAK. RELEASE gets
+// nothing (reservations outlive leases); DECLINE is logged as an address
+// conflict; INFORM gets an ACK with the configuration but no address or
+// lease time. A MAC address the Backend does not know (it returns
+// [backend.ErrNotFound]) gets no answer, since another server may own the
+// client; a Backend error or timeout gets none either, and is logged. Each
+// lookup has a deadline ([Config].LookupTimeout) well under the ~4 s after
+// which clients retransmit, and concurrent requests for one MAC address
+// (retransmissions, DISCOVER then REQUEST) share one lookup.
+//
+// Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as
+// RFC 3397 asks) from the reservation, 54 (the server identifier), 58 and
+// 59 (renewal at 50 % and rebinding at 87.5 % of the lease), option 61
+// echoed (RFC 6842) and option 82 echoed last (RFC 3046). A reservation
+// with a zero lease time gets [Config].DefaultLeaseTime. Replies fit the
+// client's option 57, or 576 bytes without it; when they would not, the
+// least important options go first (options the client did not ask for in
+// option 55 before those it did), and a reply whose essential options do
+// not fit is not sent rather than sent corrupt.
+//
+// Netboot follows the Tinkerbell DHCP server; see [Netboot].
+//
+// Reply addressing is RFC 2131 §4.1: to the relay (giaddr:67) if there is
+// one, else to ciaddr:68 if set, else broadcast if the client set the
+// broadcast flag, else unicast to the offered address at the client's
+// hardware address without ARP. NAKs are broadcast (or go to the relay).
+//
+// # Sockets
+//
+// Raw mode ([Config].Interface, Linux only) reads requests on one interface
+// through an AF_PACKET socket with a BPF filter for UDP port 67 and writes
+// replies as whole Ethernet frames from [Config].ServerAddr, on the same
+// interface. UDP mode ([Config].UDPAddr or [Server.ServeConn]) needs no
+// privileges; see [Config] for its limits. Packets are handled by
+// [Config].MaxConcurrent workers with reused buffers; malformed packets,
+// BOOTREPLY packets, other hardware types and oversize packets are dropped
+// and counted ([Server.Stats]).
+//
+// The lifecycle is that of net/http: [Server.Serve] blocks until
+// [Server.Shutdown] (which lets the packets being handled be answered) or
+// [Server.Close], then returns [ErrServerClosed].
+//
+// # Testing without root
+//
+// [Server.Handle] answers one parsed request without any socket, and
+// [Server.ServeConn] serves a UDP socket of your own: on loopback, a client
+// that sends requests (giaddr zero) from any local port gets its replies
+// back at that address and port.
+package dhcpserver
