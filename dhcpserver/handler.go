@@ -453,7 +453,7 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 	}
 
 	if typ == dhcpv4.MessageTypeInform {
-		sc.ciaddr = ciaddr.As4()
+		sc.ciaddr = ip4As4(req.ClientIPAddr)
 	} else {
 		sc.yiaddr = ip.As4()
 		if typ == dhcpv4.MessageTypeRequest {

@@ -293,3 +293,23 @@ func TestDomainSearchEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestHandleOddStructs: Handle takes any *dhcpv4.DHCPv4, also ones that no
+// parser would produce.
+func TestHandleOddStructs(t *testing.T) {
+	s := newTestServer(t, testConfig(newMemBackend()))
+	for _, req := range []*dhcpv4.DHCPv4{
+		nil,
+		{},
+		{OpCode: dhcpv4.OpcodeBootRequest, HWType: 1, ClientHWAddr: macKnown},
+		{OpCode: dhcpv4.OpcodeBootRequest, HWType: 1, ClientHWAddr: macKnown, Options: dhcpv4.Options{53: {byte(dhcpv4.MessageTypeInform)}}},
+		{OpCode: dhcpv4.OpcodeBootRequest, HWType: 1, ClientHWAddr: macKnown, ClientIPAddr: []byte{1, 2, 3},
+			Options: dhcpv4.Options{53: {byte(dhcpv4.MessageTypeRequest)}, 50: {1, 2}}},
+		{OpCode: dhcpv4.OpcodeBootRequest, HWType: 1, ClientHWAddr: macKnown, Options: dhcpv4.Options{53: {byte(dhcpv4.MessageTypeDiscover)}, 57: {0}}},
+	} {
+		reply, _ := s.Handle(t.Context(), req) // must not panic
+		if reply != nil && reply.MessageType() == dhcpv4.MessageTypeNone {
+			t.Errorf("reply without a message type to %v", req)
+		}
+	}
+}

@@ -278,6 +278,10 @@ func (s *Server) handlePacket(ctx context.Context, sc *scratch, pkt []byte) (res
 // does. It is meant for tests and for embedding the server's logic in
 // another transport.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, Destination) {
+	if req == nil {
+		s.drop(DropMalformed)
+		return nil, Destination{}
+	}
 	sc := s.scratchP.Get().(*scratch)
 	defer s.scratchP.Put(sc)
 	r := s.handle(ctx, sc, req)

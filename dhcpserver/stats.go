@@ -42,7 +42,7 @@ func dropIndex(r DropReason) int {
 	return 0
 }
 
-// LatencyBounds are the upper bounds of the buckets of [Stats.LookupLatency].
+// latencyBounds are the upper bounds of the buckets of [Stats].LookupLatency.
 var latencyBounds = [...]time.Duration{
 	100 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 5 * time.Millisecond,
 	10 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond,
