@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,8 @@ import (
 // benchParallelism is the number of goroutines per GOMAXPROCS issuing
 // lookups in the parallel benchmarks.
 const benchParallelism = 8
+
+var benchMaxConc = 64
 
 // BenchmarkLookup measures a lookup end to end (requester → embedded NATS
 // → responder → in-memory backend, over loopback TCP) beside its baseline:
@@ -49,21 +52,16 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	mem := Hosts{mac.String(): answer.DHCP}
 
-	srv, err := responder.New(responder.Config{Conn: snc, Backend: backendWithNetboot{mem, answer.Netboot}})
+	be := backendWithNetboot{mem, answer.Netboot}
+	benchServe(b, responder.Config{Conn: snc, Backend: be})
+	// The same with MaxConcurrent tuned for a backend that never blocks:
+	// fewer workers, fewer goroutine wake-ups.
+	benchServe(b, responder.Config{Conn: snc, Backend: be, Subject: "bench.tuned", MaxConcurrent: runtime.GOMAXPROCS(0)})
+	req, err := natsbackend.New(natsbackend.Config{Conn: cnc, Timeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	b.Cleanup(func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			b.Error(err)
-		}
-		if err := <-served; !errors.Is(err, responder.ErrServerClosed) {
-			b.Error(err)
-		}
-	})
-	req, err := natsbackend.New(natsbackend.Config{Conn: cnc, Timeout: 5 * time.Second})
+	tuned, err := natsbackend.New(natsbackend.Config{Conn: cnc, Subject: "bench.tuned", Timeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -86,6 +84,11 @@ func BenchmarkLookup(b *testing.B) {
 		d, _, err := req.Lookup(context.Background(), backend.DHCPRequest{MACAddress: mac})
 		if err != nil || d.Hostname != "node-1" {
 			b.Fatalf("Lookup = %q, %v", d.Hostname, err)
+		}
+	}
+	lookupTuned := func(b *testing.B) {
+		if _, _, err := tuned.Lookup(context.Background(), backend.DHCPRequest{MACAddress: mac}); err != nil {
+			b.Fatalf("Lookup: %v", err)
 		}
 	}
 	raw := func(b *testing.B) {
@@ -114,7 +117,11 @@ func BenchmarkLookup(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		do   func(*testing.B)
-	}{{"responder", lookup}, {"raw", raw}, {"requester-to-raw", requesterOnly}, {"raw-to-responder", responderOnly}} {
+	}{
+		{"responder", lookup}, {"raw", raw},
+		{"responder-maxconc-gomaxprocs", lookupTuned},
+		{"requester-to-raw", requesterOnly}, {"raw-to-responder", responderOnly},
+	} {
 		b.Run(bc.name+"/sequential", func(b *testing.B) {
 			b.ReportAllocs()
 			defer reportCPU(b)()
@@ -133,6 +140,24 @@ func BenchmarkLookup(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchServe runs a responder until the benchmark ends.
+func benchServe(b *testing.B, cfg responder.Config) {
+	srv, err := responder.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	b.Cleanup(func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			b.Error(err)
+		}
+		if err := <-served; !errors.Is(err, responder.ErrServerClosed) {
+			b.Error(err)
+		}
+	})
 }
 
 // backendWithNetboot adds fixed netboot settings to a Hosts answer.

@@ -17,9 +17,10 @@
 //   - Replicas share the load: the subscription joins the queue group
 //     [DefaultQueue] unless [Config.NoQueue] is set, so N responders on one
 //     subject split the requests and any one of them may stop.
-//   - At most [Config.MaxConcurrent] backend calls run at once, on a fixed
-//     pool of goroutines. Further requests wait in NATS' pending buffer of
-//     the subscription, bounded by [Config.MaxPending]; when it overflows,
+//   - At most [Config.MaxConcurrent] backend calls run at once, on a pool
+//     of goroutines that grows on demand up to that bound and shrinks when
+//     idle. Further requests wait in NATS' pending buffer of the
+//     subscription, bounded by [Config.MaxPending]; when it overflows,
 //     NATS drops requests (their requesters time out and retry), the
 //     connection's error handler is told (nats.ErrSlowConsumer), the
 //     responder logs an error and [Stats] counts the drops.

@@ -72,14 +72,14 @@ func (s *Server) handle(msg *nats.Msg) {
 			return
 		}
 		m := backend.ErrorOf(err)
-		if errors.Is(err, errPanic) {
-			m.Code, m.Message = backend.CodeInternal, msgPanic
-		}
 		level := slog.LevelError
-		switch m.Code {
-		case backend.CodeNotFound:
+		switch {
+		case errors.Is(err, errPanic):
+			// Already logged with its stack.
+			m.Code, m.Message, level = backend.CodeInternal, msgPanic, slog.LevelDebug
+		case m.Code == backend.CodeNotFound:
 			level = slog.LevelDebug
-		case backend.CodeUnavailable, backend.CodeBadRequest:
+		case m.Code == backend.CodeUnavailable, m.Code == backend.CodeBadRequest:
 			level = slog.LevelWarn
 		}
 		s.fail(msg, start, tp, req.MACAddress, m.Code, m.Message, level)

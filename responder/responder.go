@@ -322,22 +322,13 @@ func (s *Server) Serve() error {
 	s.mu.Unlock()
 
 	s.log.Debug("responder: serving", "subject", s.subject, "queue", s.queue, "max_concurrent", s.maxConc)
-	var (
-		wg      sync.WaitGroup
-		exitErr atomic.Pointer[error]
-	)
-	for range s.maxConc {
-		wg.Go(func() {
-			if err := s.work(); err != nil {
-				exitErr.CompareAndSwap(nil, &err)
-			}
-		})
-	}
+	var p pool
+	s.grow(&p)
 	stopWatch := make(chan struct{})
 	var watch sync.WaitGroup
 	watch.Go(func() { s.watchSlowConsumer(stopWatch) })
 
-	wg.Wait()
+	p.wg.Wait()
 	close(stopWatch)
 	watch.Wait()
 	s.cancel()
@@ -351,25 +342,71 @@ func (s *Server) Serve() error {
 		return ErrServerClosed
 	}
 	err := nats.ErrBadSubscription
-	if p := exitErr.Load(); p != nil {
-		err = *p
+	if e := p.exitErr.Load(); e != nil {
+		err = *e
 	}
 	s.log.Error("responder: subscription ended", "subject", s.subject, "error", err)
 	return fmt.Errorf("responder: subscription to %q ended: %w", s.subject, err)
 }
 
-// work takes requests from the subscription and answers them until the
-// subscription ends or the server is closed.
-func (s *Server) work() error {
+// pool is the set of goroutines that take requests and call the backend.
+// It grows on demand up to maxConc: a worker that takes a request and
+// leaves nobody waiting for the next one starts another worker. A worker
+// that finishes while more than maxIdle others wait returns. So a backend
+// that blocks gets up to maxConc concurrent calls, while a fast one is
+// served by a few busy goroutines that seldom park: each parked worker
+// costs a wake-up per request.
+type pool struct {
+	wg      sync.WaitGroup
+	running atomic.Int64 // workers started and not returned
+	idle    atomic.Int64 // workers waiting for a request
+	exitErr atomic.Pointer[error]
+}
+
+// maxIdle is the number of idle workers beyond which a worker returns.
+const maxIdle = 4
+
+// grow starts a worker unless maxConc are running.
+func (s *Server) grow(p *pool) {
 	for {
+		n := p.running.Load()
+		if n >= int64(s.maxConc) {
+			return
+		}
+		if p.running.CompareAndSwap(n, n+1) {
+			p.wg.Go(func() {
+				defer p.running.Add(-1)
+				s.work(p)
+			})
+			return
+		}
+	}
+}
+
+// work takes requests from the subscription and answers them until the
+// subscription ends, the server is closed or enough other workers are
+// idle.
+func (s *Server) work(p *pool) {
+	for {
+		p.idle.Add(1)
 		msg, err := s.sub.NextMsgWithContext(s.ctx)
+		idle := p.idle.Add(-1)
 		switch {
 		case err == nil:
-			s.handle(msg)
 		case errors.Is(err, nats.ErrSlowConsumer):
-			// Reported by watchSlowConsumer.
+			continue // reported by watchSlowConsumer
 		default:
-			return err
+			p.exitErr.CompareAndSwap(nil, &err)
+			return
+		}
+		if idle == 0 {
+			s.grow(p)
+		}
+		s.handle(msg)
+		// The idle workers are waiting in NextMsg: one of them takes the
+		// next request, and one that takes it starts another if needed.
+		if p.idle.Load() > maxIdle {
+			return
 		}
 	}
 }

@@ -151,6 +151,21 @@ func TestErrors(t *testing.T) {
 			wantMsg:  "responder: the backend panicked",
 		},
 		{
+			name: "answer too large",
+			mac:  "52:54:00:00:01:09",
+			answer: func(context.Context) (backend.DHCP, error) {
+				label := strings.Repeat("a", 60)
+				name := label + "." + label + "." + label + "." + label
+				search := make([]string, 300) // 300 × 244 bytes > wire.MaxEventSize
+				for i := range search {
+					search[i] = name
+				}
+				return backend.DHCP{DomainSearch: search}, nil
+			},
+			wantCode: backend.CodeInternal,
+			wantMsg:  "responder: the backend's answer exceeds the event size limit",
+		},
+		{
 			name: "huge error text",
 			mac:  "52:54:00:00:01:08",
 			answer: func(context.Context) (backend.DHCP, error) {
