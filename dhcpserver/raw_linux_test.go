@@ -319,3 +319,44 @@ func TestUdhcpc(t *testing.T) {
 		t.Errorf("udhcpc lease (-want +got):\n%s", diff)
 	}
 }
+
+// TestRawRenew: a client that has its address renews by unicast to the
+// server (ciaddr set) and asks for configuration (INFORM); the replies go
+// to ciaddr:68 at the Ethernet source of the request.
+func TestRawRenew(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix, AddrB: netip.PrefixFrom(clientIP, 24)})
+	serveRaw(t, p.A, backendFor(p.B.HardwareAddr))
+	var conn *net.UDPConn
+	if err := p.B.NS.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: clientIP.AsSlice(), Port: 68})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, typ := range []dhcpv4.MessageType{dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform} {
+		req := request(p.B.HardwareAddr, typ, dhcpv4.WithClientIP(clientIP.AsSlice()))
+		if _, err := conn.WriteToUDPAddrPort(req.ToBytes(), netip.AddrPortFrom(serverIP, 67)); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 1500)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%v: no reply at ciaddr: %v", typ, err)
+		}
+		reply, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := set(ack(Destination{}), func(s *summary) { s.Ciaddr = "198.18.0.10" })
+		if typ == dhcpv4.MessageTypeInform {
+			want = set(ack(Destination{}, 51, "", 58, "", 59, ""), func(s *summary) { s.Ciaddr, s.Yiaddr = "198.18.0.10", "0.0.0.0" })
+		}
+		if diff := cmp.Diff(want, summarize(reply, Destination{}), equate); diff != "" {
+			t.Errorf("reply to %v (-want +got):\n%s", typ, diff)
+		}
+	}
+}
