@@ -396,7 +396,8 @@ func (s *Server) work(p *pool) {
 		case errors.Is(err, nats.ErrSlowConsumer):
 			continue // reported by watchSlowConsumer
 		default:
-			p.exitErr.CompareAndSwap(nil, &err)
+			e := err // only this copy escapes
+			p.exitErr.CompareAndSwap(nil, &e)
 			return
 		}
 		if idle == 0 {
