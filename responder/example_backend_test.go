@@ -21,11 +21,10 @@ type Hosts map[string]backend.DHCP
 
 // Lookup implements [backend.Backend].
 func (h Hosts) Lookup(_ context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
-	d, ok := h[req.MACAddress.String()]
-	if !ok {
-		return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
+	if d, ok := h[req.MACAddress.String()]; ok {
+		return d, backend.Netboot{AllowNetboot: true}, nil
 	}
-	return d, backend.Netboot{AllowNetboot: true}, nil
+	return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound // the DHCP server stays silent
 }
 
 // This example serves a custom backend on NATS and asks it through the
