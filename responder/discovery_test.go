@@ -372,6 +372,25 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("connection drained", func(t *testing.T) {
+		nc := more()
+		s, err := responder.New(responder.Config{Conn: nc, Backend: table{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve() }()
+		if err := nc.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-served; !errors.Is(err, nats.ErrConnectionDraining) && !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("Serve after the connection drained = %v, want ErrConnectionDraining or ErrConnectionClosed", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+
 	t.Run("handlers kept", func(t *testing.T) {
 		nc := more()
 		closedCB := func(*nats.Conn) {}

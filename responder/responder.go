@@ -345,6 +345,15 @@ func (s *Server) Serve() error {
 	if e := p.exitErr.Load(); e != nil {
 		err = *e
 	}
+	if errors.Is(err, nats.ErrBadSubscription) {
+		// Someone else ended the subscription: say who if we can.
+		switch {
+		case s.nc.IsClosed():
+			err = nats.ErrConnectionClosed
+		case s.nc.IsDraining():
+			err = nats.ErrConnectionDraining
+		}
+	}
 	s.log.Error("responder: subscription ended", "subject", s.subject, "error", err)
 	return fmt.Errorf("responder: subscription to %q ended: %w", s.subject, err)
 }
@@ -457,7 +466,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Drain unsubscribes, lets the workers take what is pending and then
 		// closes the subscription, which ends the workers once idle.
 		if err := s.sub.Drain(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
-			s.log.Error("responder: draining subscription", "subject", s.subject, "error", err)
+			// Without a drain the workers would wait forever: unsubscribe,
+			// which drops what is pending but lets running calls finish.
+			s.log.Error("responder: draining subscription failed, unsubscribing", "subject", s.subject, "error", err)
+			_ = s.sub.Unsubscribe()
 		}
 	}
 	select {
