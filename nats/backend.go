@@ -230,7 +230,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 			return backend.DHCP{}, backend.Netboot{}, err
 		}
 		if ctx.Err() != nil {
-			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, context.Cause(ctx))
+			return backend.DHCP{}, backend.Netboot{}, b.ctxError(ctx)
 		}
 		if !retryable(err) {
 			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, err)
@@ -250,7 +250,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, context.Cause(ctx))
+			return backend.DHCP{}, backend.Netboot{}, b.ctxError(ctx)
 		case <-t.C:
 		}
 		wait = min(2*wait, b.maxBack)
@@ -259,6 +259,16 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: no responders on %q after %d attempts", backend.ErrNoBackend, b.subject, attempt)
 	}
 	return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: nats: lookup on %q failed after %d attempts: %w", backend.ErrUnavailable, b.subject, attempt, lastErr)
+}
+
+// ctxError is the error of a lookup whose context ended: it matches
+// [backend.ErrUnavailable], ctx.Err() and the context's cause.
+func (b *Backend) ctxError(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause != nil && cause != err {
+		return fmt.Errorf("%w: nats: lookup on %q: %w: %w", backend.ErrUnavailable, b.subject, err, cause)
+	}
+	return fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, b.subject, err)
 }
 
 // request is the reusable state of one lookup: the encoded event and the

@@ -306,21 +306,34 @@ func TestLookupConnectionClosed(t *testing.T) {
 }
 
 // stall is a responder that holds each request until the test ends and
-// then answers it, too late. It reports each request it receives.
+// then answers it, too late. It reports each request it receives. Its
+// callback never blocks, so requests do not queue behind each other.
 func stall(t *testing.T, nc *nats.Conn, subject string) <-chan struct{} {
 	t.Helper()
-	got := make(chan struct{}, 16)
-	release := make(chan struct{})
+	got := make(chan struct{}, 64)
+	held := make(chan *nats.Msg, 64)
 	respond(t, nc, subject, func(m *nats.Msg) *nats.Msg {
+		select {
+		case held <- m:
+		default:
+		}
 		select {
 		case got <- struct{}{}:
 		default:
 		}
-		<-release
-		return reply(responseEvent(fullMessage(testMAC)))
+		return nil
 	})
 	// Runs before the subscription ends and the connection closes.
-	t.Cleanup(func() { close(release) })
+	t.Cleanup(func() {
+		for {
+			select {
+			case m := <-held:
+				_ = m.RespondMsg(reply(responseEvent(fullMessage(testMAC))))
+			default:
+				return
+			}
+		}
+	})
 	return got
 }
 
@@ -395,6 +408,16 @@ func TestLookupCancel(t *testing.T) {
 	r := <-res
 	if !errors.Is(r.err, context.Canceled) || !errors.Is(r.err, backend.ErrUnavailable) {
 		t.Errorf("Lookup: error %v, want context.Canceled and ErrUnavailable", r.err)
+	}
+	// A cause given by the caller is kept, and the error still matches
+	// context.Canceled.
+	errStop := errors.New("DHCP server stopping")
+	cctx, ccancel := context.WithCancelCause(t.Context())
+	res = goLookup(cctx, b, backend.DHCPRequest{MACAddress: testMAC})
+	<-got
+	ccancel(errStop)
+	if r := <-res; !errors.Is(r.err, context.Canceled) || !errors.Is(r.err, errStop) {
+		t.Errorf("Lookup cancelled with a cause: error %v, want context.Canceled and the cause", r.err)
 	}
 	// Already cancelled: no request at all.
 	if _, _, err := b.Lookup(ctx, backend.DHCPRequest{MACAddress: testMAC}); !errors.Is(err, context.Canceled) {
