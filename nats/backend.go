@@ -336,8 +336,11 @@ func (b *Backend) attempt(ctx context.Context, r *request) (backend.Message, err
 // A reply without an event body but with NATS micro error headers is the
 // error those headers describe.
 func decodeReply(reply *nats.Msg) (backend.Message, error) {
+	if looksLikeEvent(reply.Data) {
+		return decodeEvent(reply.Data)
+	}
 	code, text := reply.Header.Get(wire.HeaderServiceErrorCode), reply.Header.Get(wire.HeaderServiceError)
-	if (code != "" || text != "") && !looksLikeEvent(reply.Data) {
+	if code != "" || text != "" {
 		n, err := strconv.Atoi(code)
 		if err != nil || n <= 0 {
 			// A micro error without a usable code is still an error.
@@ -345,9 +348,14 @@ func decodeReply(reply *nats.Msg) (backend.Message, error) {
 		}
 		return backend.Message{Error: backend.Error{Code: n, Message: text}}, nil
 	}
-	_, m, err := wire.DecodeResponse(reply.Data)
+	return decodeEvent(reply.Data)
+}
+
+// decodeEvent decodes a response event.
+func decodeEvent(data []byte) (backend.Message, error) {
+	_, m, err := wire.DecodeResponse(data)
 	if err != nil {
-		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", quoteTrunc(reply.Data), err)
+		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", quoteTrunc(data), err)
 	}
 	return m, nil
 }

@@ -389,6 +389,24 @@ func TestLookupReplies(t *testing.T) {
 			err:   &wantErr{remote: &backend.RemoteError{Code: 500}},
 		},
 		{
+			name: "micro error headers with a text body",
+			reply: func() *nats.Msg {
+				m := errHeaders("503", "overloaded")
+				m.Data = []byte("overloaded, try later")
+				return m
+			}(),
+			err: &wantErr{is: []error{backend.ErrUnavailable}, remote: &backend.RemoteError{Code: 503, Message: "overloaded"}},
+		},
+		{
+			name: "micro error headers beside an event",
+			reply: func() *nats.Msg {
+				m := errHeaders("404", "no reservation")
+				m.Data = responseEvent(withCode(404, "no reservation for 52:54:00:66:ea:9a"))
+				return m
+			}(),
+			err: &wantErr{is: []error{backend.ErrNotFound}, remote: &backend.RemoteError{Code: 404, Message: "no reservation for 52:54:00:66:ea:9a"}},
+		},
+		{
 			name:  "garbage",
 			reply: reply([]byte("\x00\xffgarbage\x01")),
 			err:   &wantErr{is: []error{backend.ErrInvalidMessage}, isNot: []error{backend.ErrNotFound}, text: `"\x00\xffgarbage\x01"`},
