@@ -115,18 +115,19 @@ func TestLookupRequest(t *testing.T) {
 		},
 		{
 			name: "deadline before the timeout",
+			cfg:  natsbackend.Config{Timeout: 10 * time.Second},
 			ctx: func(ctx context.Context) (context.Context, context.CancelFunc) {
-				return context.WithTimeout(ctx, 700*time.Millisecond)
+				return context.WithTimeout(ctx, 3*time.Second)
 			},
-			maxBudget: 700 * time.Millisecond,
+			maxBudget: 3 * time.Second,
 		},
 		{
 			name: "deadline after the timeout",
-			cfg:  natsbackend.Config{Timeout: 300 * time.Millisecond},
+			cfg:  natsbackend.Config{Timeout: 2 * time.Second},
 			ctx: func(ctx context.Context) (context.Context, context.CancelFunc) {
 				return context.WithTimeout(ctx, time.Minute)
 			},
-			maxBudget: 300 * time.Millisecond,
+			maxBudget: 2 * time.Second,
 		},
 	}
 	env := newEnv(t)
@@ -444,7 +445,9 @@ func TestLookupRetry(t *testing.T) {
 			}
 			return reply(responseEvent(fullMessage(testMAC)))
 		})
-		b := newBackend(t, env.req, natsbackend.Config{Timeout: 100 * time.Millisecond})
+		// Long enough that the second attempt is not lost to a slow
+		// machine as well.
+		b := newBackend(t, env.req, natsbackend.Config{Timeout: 500 * time.Millisecond})
 		d, _, err := b.Lookup(t.Context(), backend.DHCPRequest{MACAddress: testMAC})
 		if err != nil {
 			t.Fatalf("Lookup: %v", err)
@@ -498,15 +501,18 @@ func TestLookupServerRestart(t *testing.T) {
 	respond(t, resp, natsbackend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
 		return reply(responseEvent(fullMessage(testMAC)))
 	})
-	b := newBackend(t, req, natsbackend.Config{Timeout: 100 * time.Millisecond})
-	const perLookup = 300 * time.Millisecond
-	lookup := func() error {
-		ctx, cancel := context.WithTimeout(t.Context(), perLookup)
+	b := newBackend(t, req, natsbackend.Config{})
+	// Lookups that may meet the outage have a short deadline; those that
+	// must succeed a long one, so that a slow machine does not fail them.
+	const perLookup, mustSucceed = 300 * time.Millisecond, 10 * time.Second
+	lookupWithin := func(d time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
 		defer cancel()
 		_, _, err := b.Lookup(ctx, backend.DHCPRequest{MACAddress: testMAC})
 		return err
 	}
-	if err := lookup(); err != nil {
+	lookup := func() error { return lookupWithin(perLookup) }
+	if err := lookupWithin(mustSucceed); err != nil {
 		t.Fatalf("Lookup before the restart: %v", err)
 	}
 
@@ -579,7 +585,7 @@ func TestLookupServerRestart(t *testing.T) {
 		}
 	}
 	for i := range 20 {
-		if err := lookup(); err != nil {
+		if err := lookupWithin(mustSucceed); err != nil {
 			t.Fatalf("Lookup %d after the restart: %v", i, err)
 		}
 	}
