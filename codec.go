@@ -26,10 +26,8 @@ func wrapSyntax(err error) error {
 // canonical returns the entry of keys that equals key, ignoring case as
 // encoding/json does, or key itself when none does.
 func canonical(key string, keys []string) string {
-	for _, k := range keys {
-		if k == key {
-			return k
-		}
+	if exactKey(key) {
+		return key // the common case, without a search
 	}
 	for _, k := range keys {
 		if strings.EqualFold(k, key) {
@@ -39,11 +37,24 @@ func canonical(key string, keys []string) string {
 	return key
 }
 
-func isKey(key string, keys []string) bool {
-	for _, k := range keys {
-		if k == key {
-			return true
-		}
+// exactKey reports whether key is spelt exactly as one of the schema's
+// keys.
+func exactKey(key string) bool {
+	switch key {
+	case "MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
+		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
+		"AllowNetboot", "IPXEScriptURL", "DHCP", "Netboot", "Error", "Code", "Message":
+		return true
+	}
+	return false
+}
+
+// isDHCPKey reports whether the canonical key k names a DHCP field.
+func isDHCPKey(k string) bool {
+	switch k {
+	case "MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
+		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch":
+		return true
 	}
 	return false
 }

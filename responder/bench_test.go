@@ -26,8 +26,10 @@ const benchParallelism = 8
 var benchMaxConc = 64
 
 // BenchmarkLookup measures a lookup end to end (requester → embedded NATS
-// → responder → in-memory backend, over loopback TCP) beside its baseline:
-// nc.Request to a raw echo subscription with payloads of the same sizes.
+// → responder → in-memory backend, over loopback TCP) beside its
+// baselines: nc.Request to a raw echo subscription with payloads of the
+// same sizes ("raw"), and the same with the NATS headers the wire protocol
+// requires ("raw-same-headers").
 func BenchmarkLookup(b *testing.B) {
 	ns := natstest.Run(b, nil)
 	cnc := natstest.Connect(b, ns) // the requester's side
@@ -75,6 +77,15 @@ func BenchmarkLookup(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = echo.Unsubscribe() })
+	// A second baseline with the identical NATS messages: the same bytes
+	// and the headers the wire protocol requires (Content-Type and the
+	// timeout budget on requests, Content-Type on replies).
+	replyMsg := &nats.Msg{Header: nats.Header{wire.HeaderContentType: {wire.ContentType}}, Data: replyData}
+	echoH, err := snc.Subscribe("bench.rawh", func(m *nats.Msg) { _ = m.RespondMsg(replyMsg) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = echoH.Unsubscribe() })
 	if err := snc.Flush(); err != nil {
 		b.Fatal(err)
 	}
@@ -93,6 +104,14 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	raw := func(b *testing.B) {
 		m, err := cnc.Request("bench.raw", reqData, 5*time.Second)
+		if err != nil || len(m.Data) != len(replyData) {
+			b.Fatalf("raw request: %v", err)
+		}
+	}
+	rawHeaders := func(b *testing.B) {
+		m, err := cnc.RequestMsg(&nats.Msg{Subject: "bench.rawh", Data: reqData, Header: nats.Header{
+			wire.HeaderContentType: {wire.ContentType}, wire.HeaderTimeout: {"5000"},
+		}}, 5*time.Second)
 		if err != nil || len(m.Data) != len(replyData) {
 			b.Fatalf("raw request: %v", err)
 		}
@@ -118,7 +137,7 @@ func BenchmarkLookup(b *testing.B) {
 		name string
 		do   func(*testing.B)
 	}{
-		{"responder", lookup}, {"raw", raw},
+		{"responder", lookup}, {"raw", raw}, {"raw-same-headers", rawHeaders},
 		{"responder-maxconc-gomaxprocs", lookupTuned},
 		{"requester-to-raw", requesterOnly}, {"raw-to-responder", responderOnly},
 	} {

@@ -9,6 +9,7 @@
 package jsonx
 
 import (
+	"bytes"
 	"fmt"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -61,14 +62,32 @@ func (d *Decoder) errf(format string, args ...any) error {
 }
 
 func (d *Decoder) ws() {
-	for d.pos < len(d.b) {
-		switch d.b[d.pos] {
-		case ' ', '\t', '\n', '\r':
-			d.pos++
-		default:
-			return
-		}
+	b, i := d.b, d.pos
+	if i < len(b) && b[i] > ' ' {
+		return // the common case in compact JSON
 	}
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	d.pos = i
+}
+
+// plain marks the bytes that may appear in a string without forcing the
+// slow path: printable ASCII other than '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// scanPlain returns the index of the first byte at or after i that is not
+// plain.
+func scanPlain(b []byte, i int) int {
+	for i < len(b) && plain[b[i]] {
+		i++
+	}
+	return i
 }
 
 // Kind classifies the next value.
@@ -200,21 +219,14 @@ func (d *Decoder) String() (string, error) {
 		return "", d.errf("expected string")
 	}
 	start := d.pos + 1
-	i := start
 	b := d.b
-	for i < len(b) {
-		c := b[i]
-		if c == '"' {
-			d.pos = i + 1
-			if d.s != "" {
-				return d.s[start:i], nil
-			}
-			return string(b[start:i]), nil
+	i := scanPlain(b, start)
+	if i < len(b) && b[i] == '"' {
+		d.pos = i + 1
+		if d.s != "" {
+			return d.s[start:i], nil
 		}
-		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			break
-		}
-		i++
+		return string(b[start:i]), nil
 	}
 	return d.slowString(start, i)
 }
@@ -367,15 +379,9 @@ func (d *Decoder) key() (string, error) {
 		return "", d.errf("expected string key")
 	}
 	start := d.pos + 1
-	for i := start; i < len(d.b); i++ {
-		c := d.b[i]
-		if c == '"' {
-			d.pos = i + 1
-			return unsafe.String(unsafe.SliceData(d.b[start:i]), i-start), nil
-		}
-		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			break
-		}
+	if i := scanPlain(d.b, start); i < len(d.b) && d.b[i] == '"' {
+		d.pos = i + 1
+		return unsafe.String(unsafe.SliceData(d.b[start:i]), i-start), nil
 	}
 	return d.String()
 }
@@ -423,6 +429,51 @@ func (d *Decoder) Raw() ([]byte, error) {
 	return d.b[start:d.pos], nil
 }
 
+// SkipObjectLoose consumes an object by matching braces outside strings,
+// without validating what is inside, and returns its bytes. It is for
+// callers that parse those bytes strictly afterwards: on valid JSON it ends
+// exactly where [Decoder.Raw] would.
+func (d *Decoder) SkipObjectLoose() ([]byte, error) {
+	d.ws()
+	b, start := d.b, d.pos
+	if start >= len(b) || b[start] != '{' {
+		return nil, d.errf("expected object")
+	}
+	depth := 0
+	for i := start; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				d.pos = i + 1
+				return b[start:d.pos], nil
+			}
+		case '"':
+			// Find the closing quote: one not preceded by an odd number
+			// of backslashes.
+			for {
+				j := bytes.IndexByte(b[i+1:], '"')
+				if j < 0 {
+					d.pos = len(b)
+					return nil, d.errf("unterminated string")
+				}
+				i += 1 + j
+				n := 0
+				for k := i - 1; k > start && b[k] == '\\'; k-- {
+					n++
+				}
+				if n%2 == 0 {
+					break
+				}
+			}
+		}
+	}
+	d.pos = len(b)
+	return nil, d.errf("unterminated object")
+}
+
 // Skip consumes the next value, whatever it is.
 func (d *Decoder) Skip() error { return d.skip(0) }
 
@@ -458,6 +509,10 @@ func (d *Decoder) skip(depth int) error {
 func (d *Decoder) skipString() error {
 	i := d.pos + 1
 	for i < len(d.b) {
+		i = scanPlain(d.b, i)
+		if i >= len(d.b) {
+			break
+		}
 		switch c := d.b[i]; {
 		case c == '"':
 			d.pos = i + 1
@@ -483,7 +538,7 @@ func (d *Decoder) skipString() error {
 				d.pos = i
 				return d.errf("invalid escape")
 			}
-		default:
+		default: // non-ASCII: validated by whoever decodes the string
 			i++
 		}
 	}

@@ -229,7 +229,13 @@ func Decode(b []byte, wantType string) (Event, error) {
 		case "data":
 			seenData = true
 			dataKind = d.Peek()
-			data, err = d.Raw()
+			if dataKind == jsonx.Object {
+				// The data object is decoded strictly later: here it
+				// only needs to be found, fast.
+				data, err = d.SkipObjectLoose()
+			} else {
+				data, err = d.Raw()
+			}
 		case "data_base64":
 			seenData6 = true
 			data64, err = attrString(&d, key)
