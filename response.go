@@ -114,7 +114,7 @@ func (m *Message) decode(d *jsonx.Decoder) error {
 			// flat. Reading them as success would hide the error.
 			return out.Error.decodeField(d, k)
 		default:
-			if isKey(k, dhcpKeys[:]) {
+			if isDHCPKey(k) {
 				return out.DHCP.decodeField(d, k)
 			}
 			return out.Netboot.decodeField(d, k)
