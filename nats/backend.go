@@ -149,6 +149,9 @@ func New(cfg Config) (*Backend, error) {
 	if b.source == "" {
 		b.source = DefaultSource
 	}
+	if !wire.ValidSource(b.source) {
+		return nil, fmt.Errorf("%w: nats: Source %q is not a URI reference", backend.ErrInvalidConfig, b.source)
+	}
 	switch {
 	case b.timeout < 0 || b.attempts < 0 || b.backoff < 0 || b.maxBack < 0:
 		return nil, fmt.Errorf("%w: nats: negative timeout, attempts or backoff", backend.ErrInvalidConfig)

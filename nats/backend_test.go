@@ -45,6 +45,7 @@ func TestNew(t *testing.T) {
 		{name: "negative attempts", cfg: natsbackend.Config{Conn: env.req, Retry: natsbackend.RetryPolicy{MaxAttempts: -1}}},
 		{name: "negative backoff", cfg: natsbackend.Config{Conn: env.req, Retry: natsbackend.RetryPolicy{InitialBackoff: -1}}},
 		{name: "negative max backoff", cfg: natsbackend.Config{Conn: env.req, Retry: natsbackend.RetryPolicy{MaxBackoff: -1}}},
+		{name: "source not a URI reference", cfg: natsbackend.Config{Conn: env.req, Source: "a b\\c"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -195,6 +195,7 @@ func TestConfig(t *testing.T) {
 		{"negative DefaultTimeout", responder.Config{Conn: nc, Backend: b, DefaultTimeout: -time.Second}},
 		{"bad name", responder.Config{Conn: nc, Backend: b, Name: "a.b"}},
 		{"bad version", responder.Config{Conn: nc, Backend: b, Version: "v1"}},
+		{"source not a URI reference", responder.Config{Conn: nc, Backend: b, Source: "a b\\c"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -243,6 +243,9 @@ func newServer(cfg Config) (*Server, error) {
 	if s.source == "" {
 		s.source = DefaultSource
 	}
+	if !wire.ValidSource(s.source) {
+		return nil, invalid("Source %q is not a URI reference", s.source)
+	}
 	if s.name == "" {
 		s.name = DefaultName
 	}
