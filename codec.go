@@ -15,6 +15,33 @@ import (
 // This file holds the field encoders and decoders shared by the schema
 // types. Decoders report problems as *FieldError naming the field.
 
+// fieldDecoder is a schema type that decodes its fields one key at a time.
+type fieldDecoder[T any] interface {
+	*T
+	decodeField(d *jsonx.Decoder, canonicalKey string) error
+	Validate() error
+}
+
+// unmarshalObject decodes the JSON object b into a fresh T, field by field
+// (keys matched against keys, ignoring case), validates it and only then
+// stores it in dst, so that dst is unchanged on error.
+func unmarshalObject[T any, P fieldDecoder[T]](b []byte, keys []string, dst P) error {
+	var out T
+	d := jsonx.NewDecoderString(string(b))
+	err := d.Object(func(key string) error { return P(&out).decodeField(d, canonical(key, keys)) })
+	if err == nil {
+		err = d.End()
+	}
+	if err != nil {
+		return wrapSyntax(err)
+	}
+	if err := P(&out).Validate(); err != nil {
+		return err
+	}
+	*dst = out
+	return nil
+}
+
 func wrapSyntax(err error) error {
 	var se *jsonx.SyntaxError
 	if errors.As(err, &se) {

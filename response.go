@@ -151,22 +151,7 @@ func (h DHCP) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON implements [encoding/json.Unmarshaler]. It validates the
 // result with [DHCP.Validate].
-func (h *DHCP) UnmarshalJSON(b []byte) error {
-	var out DHCP
-	d := jsonx.NewDecoderString(string(b))
-	err := d.Object(func(key string) error { return out.decodeField(d, canonical(key, dhcpKeys[:])) })
-	if err == nil {
-		err = d.End()
-	}
-	if err != nil {
-		return wrapSyntax(err)
-	}
-	if err := out.Validate(); err != nil {
-		return err
-	}
-	*h = out
-	return nil
-}
+func (h *DHCP) UnmarshalJSON(b []byte) error { return unmarshalObject(b, dhcpKeys[:], h) }
 
 // Validate reports, as a [*FieldError], the first field of h that cannot go
 // into a DHCPv4 reply: an address that is not IPv4, a hostname or domain
@@ -217,22 +202,7 @@ func (n Netboot) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON implements [encoding/json.Unmarshaler]. It validates the
 // result with [Netboot.Validate].
-func (n *Netboot) UnmarshalJSON(b []byte) error {
-	var out Netboot
-	d := jsonx.NewDecoderString(string(b))
-	err := d.Object(func(key string) error { return out.decodeField(d, canonical(key, netbootKeys[:])) })
-	if err == nil {
-		err = d.End()
-	}
-	if err != nil {
-		return wrapSyntax(err)
-	}
-	if err := out.Validate(); err != nil {
-		return err
-	}
-	*n = out
-	return nil
-}
+func (n *Netboot) UnmarshalJSON(b []byte) error { return unmarshalObject(b, netbootKeys[:], n) }
 
 // Validate reports a [*FieldError] when IPXEScriptURL is set but is not an
 // absolute http, https or tftp URL with a host.

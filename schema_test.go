@@ -15,61 +15,21 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/schematest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files and the fuzz seed corpus")
 
-// cmpOpts compare schema values: netip.Addr and Mask by ==, URLs by text.
-var cmpOpts = cmp.Options{
-	cmpopts.EquateComparable(netip.Addr{}, backend.Mask{}),
-	cmp.Comparer(func(a, b *url.URL) bool {
-		if a == nil || b == nil {
-			return a == b
-		}
-		return a.String() == b.String()
-	}),
-}
-
-func mustMAC(s string) net.HardwareAddr {
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
-func mustURL(s string) *url.URL {
-	u, err := url.Parse(s)
-	if err != nil {
-		panic(err)
-	}
-	return u
-}
+var (
+	cmpOpts     = schematest.CmpOpts
+	mustMAC     = schematest.MustMAC
+	mustURL     = schematest.MustURL
+	fullMessage = schematest.FullMessage
+)
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-// fullMessage is the value of testdata/response/full.json.
-func fullMessage() backend.Message {
-	return backend.Message{
-		DHCP: backend.DHCP{
-			MACAddress:       mustMAC("52:54:00:66:ea:9a"),
-			IPAddress:        addr("198.18.0.10"),
-			SubnetMask:       backend.MaskFrom(24),
-			DefaultGateway:   addr("198.18.0.1"),
-			NameServers:      []netip.Addr{addr("198.18.0.2"), addr("198.18.0.3")},
-			Hostname:         "node-1",
-			DomainName:       "example.test",
-			BroadcastAddress: addr("198.18.0.255"),
-			NTPServers:       []netip.Addr{addr("198.18.0.4")},
-			LeaseTime:        86400,
-			DomainSearch:     []string{"example.test", "lab.example.test"},
-		},
-		Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: mustURL("http://198.18.0.1:8080/auto.ipxe")},
-	}
-}
 
 // golden compares got with the golden file, or rewrites it with -update.
 func golden(t *testing.T, path string, got []byte) {

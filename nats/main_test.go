@@ -17,6 +17,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/natstest"
+	"github.com/tinkerbell/backend/internal/schematest"
 	"github.com/tinkerbell/backend/internal/wire"
 	natsbackend "github.com/tinkerbell/backend/nats"
 )
@@ -26,16 +27,7 @@ func TestMain(m *testing.M) {
 }
 
 // cmpOpts compares the schema types.
-var cmpOpts = cmp.Options{
-	cmpopts.EquateComparable(netip.Addr{}, backend.Mask{}),
-	cmp.Comparer(func(a, b *url.URL) bool {
-		if a == nil || b == nil {
-			return a == b
-		}
-		return a.String() == b.String()
-	}),
-	cmpopts.EquateEmpty(),
-}
+var cmpOpts = cmp.Options{schematest.CmpOpts, cmpopts.EquateEmpty()}
 
 var testMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x66, 0xea, 0x9a}
 

@@ -7,9 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,47 +15,20 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/schematest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files and the fuzz seed corpus")
 
 const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-var cmpOpts = cmp.Options{
-	cmpopts.EquateComparable(netip.Addr{}, backend.Mask{}),
-	cmp.Comparer(func(a, b *url.URL) bool {
-		if a == nil || b == nil {
-			return a == b
-		}
-		return a.String() == b.String()
-	}),
-}
-
-func mac(s string) net.HardwareAddr {
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
-func fullMessage() backend.Message {
-	a := netip.MustParseAddr
-	u, _ := url.Parse("http://198.18.0.1:8080/auto.ipxe")
-	return backend.Message{
-		DHCP: backend.DHCP{
-			MACAddress: mac("52:54:00:66:ea:9a"), IPAddress: a("198.18.0.10"), SubnetMask: backend.MaskFrom(24),
-			DefaultGateway: a("198.18.0.1"), NameServers: []netip.Addr{a("198.18.0.2"), a("198.18.0.3")},
-			Hostname: "node-1", DomainName: "example.test", BroadcastAddress: a("198.18.0.255"),
-			NTPServers: []netip.Addr{a("198.18.0.4")}, LeaseTime: 86400,
-			DomainSearch: []string{"example.test", "lab.example.test"},
-		},
-		Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: u},
-	}
-}
+var (
+	cmpOpts     = schematest.CmpOpts
+	mac         = schematest.MustMAC
+	fullMessage = schematest.FullMessage
+)
 
 // view is what golden files record of a decoded event.
 type view struct {
