@@ -26,6 +26,7 @@ type SyntaxError struct {
 	Msg    string // what was wrong
 }
 
+// Error implements the error interface.
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("invalid JSON at offset %d: %s", e.Offset, e.Msg)
 }
