@@ -151,3 +151,44 @@ func TestHostsReload(t *testing.T) {
 		t.Error("changed() = false for a file that differs from the loaded table")
 	}
 }
+
+// TestHostsWatchPicksUpChanges checks the polling path: a changed file is
+// reloaded without a signal.
+func TestHostsWatchPicksUpChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts.yaml")
+	old := time.Now().Add(-time.Hour)
+	write := func(ip string, mtime time.Time) {
+		t.Helper()
+		body := "hosts:\n  \"52:54:00:66:ea:9a\":\n    IPAddress: " + ip + "\n"
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("198.18.0.10", old)
+	h, err := newHostsBackend(path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); h.watch(t.Context(), 5*time.Millisecond, nil) }()
+	t.Cleanup(func() { <-done })
+
+	write("198.18.0.20", old.Add(time.Minute))
+	mac, _ := net.ParseMAC("52:54:00:66:ea:9a")
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		d, _, err := h.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac})
+		if err == nil && d.IPAddress.String() == "198.18.0.20" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("change not picked up: %v %v", d.IPAddress, err)
+		}
+		<-tick.C
+	}
+}
