@@ -407,6 +407,12 @@ func (s *Server) work(p *pool) {
 		case err == nil:
 		case errors.Is(err, nats.ErrSlowConsumer):
 			continue // reported by watchSlowConsumer
+		case errors.Is(err, nats.ErrNoResponders):
+			// nats.go consumed a message with an empty body and the
+			// header Status: 503, which any client can publish. It is
+			// not a request we could answer, and the subscription is
+			// fine: taking it for the end would stop the responder.
+			continue
 		default:
 			e := err // only this copy escapes
 			p.exitErr.CompareAndSwap(nil, &e)

@@ -325,6 +325,31 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// TestNoRespondersLookalike sends what nats.go takes for a "no responders"
+// status (an empty body with the header Status: 503), which any client can
+// publish: the responder must keep serving, and Serve must not return.
+func TestNoRespondersLookalike(t *testing.T) {
+	nc, more := conn(t)
+	mac := mustMAC(t, "52:54:00:00:03:02")
+	srv := serve(t, responder.Config{Conn: more(), Backend: table{mac.String(): {Hostname: "node-2"}}})
+	for range 2 * responder.DefaultMaxConcurrent {
+		if err := nc.PublishMsg(&nats.Msg{Subject: responder.DefaultSubject, Reply: nc.NewRespInbox(), Header: nats.Header{"Status": {"503"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Sent on the same connection, so the responder gets it after them.
+	req := requester(t, natsbackend.Config{Conn: nc, Timeout: 5 * time.Second, Retry: natsbackend.RetryPolicy{MaxAttempts: 1}})
+	if d, _, err := req.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac}); err != nil || d.Hostname != "node-2" {
+		t.Errorf("Lookup after no-responders lookalikes: %+v, %v", d, err)
+	}
+	select {
+	case err := <-srv.served:
+		srv.served <- err
+		t.Errorf("Serve returned %v", err)
+	default:
+	}
+}
+
 // TestDeadline checks that the backend's context carries the requester's
 // deadline, or the configured default without a header.
 func TestDeadline(t *testing.T) {
