@@ -26,20 +26,36 @@ type rawConn struct {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// Linux BPF ancillary data (linux/filter.h): loads at these offsets read
+// the packet type and the receiving interface instead of packet bytes.
+const (
+	skfAdOff     = 0xfffff000 // SKF_AD_OFF (-0x1000)
+	skfAdPktType = 4          // SKF_AD_PKTTYPE
+	skfAdIfindex = 8          // SKF_AD_IFINDEX
+)
+
 // bootpsFilter is "ip and udp dst port 67 and not ip fragment", for frames
-// with an Ethernet header.
+// with an Ethernet header that were sent to this host (not PACKET_OTHERHOST,
+// which a promiscuous interface and a VLAN tag nobody handles produce) and
+// were received by the interface itself (not by a VLAN or macvlan interface
+// on top of it, whose frames reach a socket bound to the lower interface
+// too). listenRaw fills in the interface index (instruction 3).
 var bootpsFilter = [...]unix.SockFilter{
-	{Code: 0x28, K: 12},                   // 0: ldh [12]            ethertype
-	{Code: 0x15, Jt: 0, Jf: 8, K: 0x800},  // 1: jeq IPv4 else drop
-	{Code: 0x30, K: 23},                   // 2: ldb [23]            IP protocol
-	{Code: 0x15, Jt: 0, Jf: 6, K: 17},     // 3: jeq UDP else drop
-	{Code: 0x28, K: 20},                   // 4: ldh [20]            flags, fragment offset
-	{Code: 0x45, Jt: 4, Jf: 0, K: 0x1fff}, // 5: jset offset → drop
-	{Code: 0xb1, K: 14},                   // 6: ldxb 4*([14]&0xf)    IP header length
-	{Code: 0x48, K: 16},                   // 7: ldh [x+16]          UDP destination port
-	{Code: 0x15, Jt: 0, Jf: 1, K: 67},     // 8: jeq 67 else drop
-	{Code: 0x06, K: 0x40000},              // 9: ret: accept
-	{Code: 0x06, K: 0},                    // 10: ret: drop
+	{Code: 0x20, K: skfAdOff + skfAdPktType},              // 0: ld pkttype
+	{Code: 0x35, Jt: 12, Jf: 0, K: unix.PACKET_OTHERHOST}, // 1: jge OTHERHOST (or outgoing, loopback) → drop
+	{Code: 0x20, K: skfAdOff + skfAdIfindex},              // 2: ld ifindex
+	{Code: 0x15, Jt: 0, Jf: 10, K: 0},                     // 3: jeq <our ifindex> else drop
+	{Code: 0x28, K: 12},                                   // 4: ldh [12]            ethertype
+	{Code: 0x15, Jt: 0, Jf: 8, K: 0x800},                  // 5: jeq IPv4 else drop
+	{Code: 0x30, K: 23},                                   // 6: ldb [23]            IP protocol
+	{Code: 0x15, Jt: 0, Jf: 6, K: 17},                     // 7: jeq UDP else drop
+	{Code: 0x28, K: 20},                                   // 8: ldh [20]            flags, fragment offset
+	{Code: 0x45, Jt: 4, Jf: 0, K: 0x1fff},                 // 9: jset offset → drop
+	{Code: 0xb1, K: 14},                                   // 10: ldxb 4*([14]&0xf)   IP header length
+	{Code: 0x48, K: 16},                                   // 11: ldh [x+16]         UDP destination port
+	{Code: 0x15, Jt: 0, Jf: 1, K: 67},                     // 12: jeq 67 else drop
+	{Code: 0x06, K: 0x40000},                              // 13: ret: accept
+	{Code: 0x06, K: 0},                                    // 14: ret: drop
 }
 
 func listenRaw(iface string, src netip.Addr) (packetConn, error) {
@@ -56,7 +72,9 @@ func listenRaw(iface string, src netip.Addr) (packetConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dhcpserver: raw socket on %s: %w", iface, err)
 	}
-	prog := unix.SockFprog{Len: uint16(len(bootpsFilter)), Filter: &bootpsFilter[0]}
+	filter := bootpsFilter
+	filter[3].K = uint32(ifi.Index)
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("dhcpserver: attach BPF filter: %w", err)

@@ -360,3 +360,72 @@ func TestRawRenew(t *testing.T) {
 		}
 	}
 }
+
+// TestRawFilterForeignFrames: the raw socket takes only frames that
+// arrived on its own interface and were sent to this host (or broadcast).
+// A request tagged for a VLAN, or sent to another host's MAC address (seen
+// when the interface is promiscuous, as bridge ports are), is not ours to
+// answer: the answer would leave untagged, on the wrong network, or compete
+// with the server that the client addressed. (A VLAN that has an interface
+// on top of ours is filtered by interface index; this kernel may lack
+// 802.1Q support, so the test sends a tagged frame that no VLAN interface
+// takes, which the kernel marks as for another host.)
+func TestRawFilterForeignFrames(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
+	p.A.NS.Run(t, "ip", "link", "set", p.A.Name, "promisc", "on")
+	var c packetConn
+	if err := p.A.NS.Do(func() error {
+		var err error
+		c, err = listenRaw(p.A.Name, serverIP)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	bcastMAC := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	send := func(dst net.HardwareAddr, vlan uint16, xid byte) {
+		t.Helper()
+		req := request(macKnown, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.TransactionID[3] = xid })
+		f := frameFor(req.ToBytes(), func(f []byte) { copy(f[0:6], dst) })
+		if vlan != 0 {
+			f = append(append(f[:12:12], 0x81, 0x00, byte(vlan>>8), byte(vlan)), f[12:]...)
+		}
+		if err := p.B.NS.Do(func() error {
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: p.B.Index, Halen: 6, Addr: [8]byte(append(dst, 0, 0))})
+		}); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	send(bcastMAC, 8, 1)                                 // tagged for VLAN 8
+	send(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}, 0, 2) // to another host's MAC
+	send(bcastMAC, 0, 3)                                 // ours
+	send(p.A.HardwareAddr, 0, 4)                         // ours
+
+	var got []byte
+	buf := make([]byte, readSize)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(got) == 0 || got[len(got)-1] != 4 {
+		n, pr, err := c.ReadPacket(buf)
+		if err != nil {
+			t.Fatalf("ReadPacket after %v: %v", got, err)
+		}
+		if pr.malformed {
+			continue
+		}
+		req, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, req.TransactionID[3])
+	}
+	if diff := cmp.Diff([]byte{3, 4}, got); diff != "" {
+		t.Errorf("requests read, by xid (-want +got):\n%s", diff)
+	}
+}
