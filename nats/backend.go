@@ -215,7 +215,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 	r.buf = wire.AppendRequest(r.buf[:0], &attrs, &b.ids, &req)
 
 	var lastErr error
-	wait := b.backoff
+	wait := min(b.backoff, b.maxBack)
 	attempt := 1
 	for ; ; attempt++ {
 		m, err := b.attempt(ctx, r)

@@ -485,6 +485,41 @@ func TestLookupRetry(t *testing.T) {
 	})
 }
 
+// TestLookupBackoffCapped: MaxBackoff caps every wait between attempts,
+// the first one included, even when InitialBackoff is larger.
+func TestLookupBackoffCapped(t *testing.T) {
+	env := newEnv(t)
+	const maxBackoff = 10 * time.Millisecond
+	var backoffs []time.Duration
+	hook := retryHook{fn: func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "backoff" {
+				backoffs = append(backoffs, a.Value.Duration())
+			}
+			return true
+		})
+	}}
+	b := newBackend(t, env.req, natsbackend.Config{
+		Logger: slog.New(hook),
+		Retry:  natsbackend.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Minute, MaxBackoff: maxBackoff},
+	})
+	// Far enough for two capped backoffs; an uncapped one would not fit,
+	// so the lookup would give up without retrying.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, _, err := b.Lookup(ctx, backend.DHCPRequest{MACAddress: testMAC}); !errors.Is(err, backend.ErrNoBackend) {
+		t.Errorf("Lookup: error %v, want ErrNoBackend", err)
+	}
+	if len(backoffs) != 2 {
+		t.Fatalf("%d backoffs logged, want 2", len(backoffs))
+	}
+	for i, d := range backoffs {
+		if d < 0 || d > maxBackoff {
+			t.Errorf("backoff %d: %v, want at most MaxBackoff %v", i+1, d, maxBackoff)
+		}
+	}
+}
+
 // TestLookupServerRestart restarts the server under running lookups: the
 // same Backend works again afterwards, and lookups during the outage fail
 // within their deadline.
