@@ -76,6 +76,39 @@ func TestRequestRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeErrorsOwnTheirText: a decoding error must not change when the
+// caller reuses the input buffer afterwards, as json.Decoder does with
+// its own buffer between values.
+func TestDecodeErrorsOwnTheirText(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		decode func([]byte) error
+	}{
+		{"request old key", `{"MacAddress":5}`, func(b []byte) error { return new(backend.DHCPRequest).UnmarshalJSON(b) }},
+		{"request lower-case key", `{"mac_address":"zz"}`, func(b []byte) error { return new(backend.DHCPRequest).UnmarshalJSON(b) }},
+		{"request traceparent", `{"MACAddress":"52:54:00:66:ea:9a","traceparent":{}}`, func(b []byte) error { return new(backend.DHCPRequest).UnmarshalJSON(b) }},
+		{"message", `{"ipaddress":"zz"}`, func(b []byte) error { return new(backend.Message).UnmarshalJSON(b) }},
+		{"DHCP", `{"hostname":1}`, func(b []byte) error { return new(backend.DHCP).UnmarshalJSON(b) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := []byte(tt.in)
+			err := tt.decode(buf)
+			if err == nil {
+				t.Fatalf("decoded %q without error", tt.in)
+			}
+			want := err.Error()
+			for i := range buf {
+				buf[i] = 'X'
+			}
+			if got := err.Error(); got != want {
+				t.Errorf("error changed with the input buffer: %q, was %q", got, want)
+			}
+		})
+	}
+}
+
 func TestMessageRejects(t *testing.T) {
 	long := strings.Repeat("a", 256)
 	tests := []struct {

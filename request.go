@@ -2,6 +2,7 @@ package backend
 
 import (
 	"net"
+	"strings"
 
 	"github.com/tinkerbell/backend/internal/jsonx"
 )
@@ -70,6 +71,10 @@ func (r *DHCPRequest) decode(d *jsonx.Decoder) error {
 	})
 	if err == nil {
 		err = d.End()
+	}
+	if fe, ok := err.(*FieldError); ok {
+		// Field is the key as spelt in b, which the decoder does not copy.
+		fe.Field = strings.Clone(fe.Field)
 	}
 	if err != nil {
 		return wrapSyntax(err)
