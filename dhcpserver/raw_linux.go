@@ -101,7 +101,9 @@ func (c *rawConn) Close() error                      { return c.f.Close() }
 func (c *rawConn) ReadPacket(buf []byte) (int, peer, error) {
 	n, err := c.f.Read(buf)
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		// ENETDOWN: the interface went down. The socket reports it once
+		// and receives again when the interface is back up.
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.ENETDOWN) {
 			return 0, peer{}, errSkip
 		}
 		return 0, peer{}, err

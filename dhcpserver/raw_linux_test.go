@@ -429,3 +429,25 @@ func TestRawFilterForeignFrames(t *testing.T) {
 		t.Errorf("requests read, by xid (-want +got):\n%s", diff)
 	}
 }
+
+// TestRawLinkFlap: the interface going down and up again (a cable pulled,
+// a switch rebooted) does not stop raw mode: the socket reports ENETDOWN
+// once, and the server reads on when the link is back.
+func TestRawLinkFlap(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
+	s := serveRaw(t, p.A, backendFor(p.B.HardwareAddr))
+	p.A.NS.Run(t, "ip", "link", "set", p.A.Name, "down")
+	p.A.NS.Run(t, "ip", "link", "set", p.A.Name, "up")
+	p.A.NS.Run(t, "ip", "addr", "replace", serverPrefix.String(), "dev", p.A.Name)
+	c := newNClient(t, p.B)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		t.Fatalf("DORA after the link flapped: %v (server stats %+v)", err, s.Stats())
+	}
+	if got := lease.ACK.YourIPAddr.String(); got != clientIP.String() {
+		t.Errorf("ACK yiaddr %v, want %v", got, clientIP)
+	}
+}
