@@ -171,8 +171,8 @@ func (sc *scratch) addSearch(prio int, domains []string) {
 	sc.sfx = sc.sfx[:0]
 	for _, d := range domains {
 		name := strings.TrimSuffix(d, ".")
-		if name == "" {
-			continue
+		if !dnsName(name) {
+			continue // not encodable as the name it claims to be
 		}
 		first := len(sc.sfx)
 		for {
@@ -189,9 +189,6 @@ func (sc *scratch) addSearch(prio int, domains []string) {
 				sc.sfx = append(sc.sfx, suffix{off: p, name: name})
 			}
 			label, rest, _ := strings.Cut(name, ".")
-			if len(label) > 63 {
-				label = label[:63]
-			}
 			sc.arena = append(sc.arena, byte(len(label)))
 			sc.arena = append(sc.arena, label...)
 			if rest == "" {
@@ -202,6 +199,20 @@ func (sc *scratch) addSearch(prio int, domains []string) {
 		}
 	}
 	sc.commit(119, prio, off)
+}
+
+// dnsName reports whether name (without its trailing dot) can be encoded
+// as an RFC 1035 name: at most 253 bytes, labels of 1 to 63 bytes.
+func dnsName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+	}
+	return true
 }
 
 func (sc *scratch) findSuffix(name string) (int, bool) {

@@ -280,6 +280,9 @@ func TestDomainSearchEncoding(t *testing.T) {
 		{[]string{"a.example.test", "b.example.test", "example.test"}, "\x01a\x07example\x04test\x00\x01b\xc0\x02\xc0\x02"},
 		// No pointer to a sequence that ends in a pointer.
 		{[]string{"x.example.test", "y.x.example.test", "z.y.x.example.test"}, "\x01x\x07example\x04test\x00\x01y\xc0\x00\x01z\x01y\xc0\x00"},
+		// Names that are not valid DNS names are left out rather than sent
+		// as different names (an empty label would end the name early).
+		{[]string{"a..example.test", ".example.test", strings.Repeat("x", 64) + ".test", strings.Repeat("abcdefg.", 32) + "test", "example.test"}, "\x07example\x04test\x00"},
 	}
 	for _, tt := range tests {
 		sc := newScratch()
