@@ -433,7 +433,9 @@ func (d *Decoder) Raw() ([]byte, error) {
 // SkipObjectLoose consumes an object by matching braces outside strings,
 // without validating what is inside, and returns its bytes. It is for
 // callers that parse those bytes strictly afterwards: on valid JSON it ends
-// exactly where [Decoder.Raw] would.
+// exactly where [Decoder.Raw] would. An object nested deeper than
+// [MaxDepth] is consumed by [Decoder.Raw] instead, so that the depth limit
+// is the same as the strict scanner's.
 func (d *Decoder) SkipObjectLoose() ([]byte, error) {
 	d.ws()
 	b, start := d.b, d.pos
@@ -445,6 +447,10 @@ func (d *Decoder) SkipObjectLoose() ([]byte, error) {
 		switch b[i] {
 		case '{', '[':
 			depth++
+			if depth > MaxDepth {
+				d.pos = start
+				return d.Raw()
+			}
 		case '}', ']':
 			depth--
 			if depth == 0 {

@@ -82,3 +82,34 @@ func FuzzSkipAgreesWithEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSkipObjectLooseAgreesWithRaw: where Raw accepts an object,
+// SkipObjectLoose returns the same bytes; where SkipObjectLoose returns
+// bytes that are valid JSON on their own, Raw accepts them too (the depth
+// limit included).
+func FuzzSkipObjectLooseAgreesWithRaw(f *testing.F) {
+	for _, s := range []string{
+		`{"a":[1,2,{"b":"c\"}"}]} tail`, `{"a":"\\"}`, `{"a":[}]`, `{"a":tru}`,
+		`{"x":` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `}`,
+		`{"x":` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1) + `}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		strict := NewDecoder(in)
+		want, werr := strict.Raw()
+		loose := NewDecoder(in)
+		got, gerr := loose.SkipObjectLoose()
+		if werr == nil && len(want) > 0 && want[0] == '{' {
+			if gerr != nil || string(got) != string(want) || loose.pos != strict.pos {
+				t.Fatalf("%q: Raw = %q, SkipObjectLoose = %q, %v", in, want, got, gerr)
+			}
+		}
+		if gerr == nil {
+			d := NewDecoder(got)
+			if _, err := d.Raw(); err == nil && d.End() == nil && werr != nil {
+				t.Fatalf("%q: SkipObjectLoose found valid %q where Raw fails: %v", in, got, werr)
+			}
+		}
+	})
+}

@@ -178,8 +178,12 @@ type Event struct {
 // [MaxEventSize] matches [backend.ErrTooLarge].
 //
 // Data and string attributes alias b, which must not be modified while the
-// event is in use.
-func Decode(b []byte, wantType string) (Event, error) {
+// event is in use; so may the strings of a returned error.
+func Decode(b []byte, wantType string) (Event, error) { return decode(b, wantType, false) }
+
+// decode is [Decode]. With loose set, a data object is only located, not
+// parsed: for callers that decode it strictly afterwards.
+func decode(b []byte, wantType string, loose bool) (Event, error) {
 	var ev Event
 	if len(b) > MaxEventSize {
 		return ev, fmt.Errorf("%w: event of %d bytes exceeds the limit of %d", backend.ErrTooLarge, len(b), MaxEventSize)
@@ -188,7 +192,7 @@ func Decode(b []byte, wantType string) (Event, error) {
 		d                   jsonx.Decoder
 		spec, ctype         string
 		seenSpec, seenCtype bool
-		data                []byte
+		data, looseData     []byte
 		dataKind            jsonx.Kind
 		data64              string
 		seenData, seenData6 bool
@@ -227,12 +231,22 @@ func Decode(b []byte, wantType string) (Event, error) {
 		case "traceparent":
 			ev.Traceparent, err = attrString(&d, key)
 		case "data":
+			if looseData != nil {
+				// A duplicate key replaces the data object found
+				// loosely, which nothing would parse then: check it as
+				// the strict scanner would have.
+				if err := validObject(looseData); err != nil {
+					return err
+				}
+				looseData = nil
+			}
 			seenData = true
 			dataKind = d.Peek()
-			if dataKind == jsonx.Object {
+			if dataKind == jsonx.Object && loose {
 				// The data object is decoded strictly later: here it
 				// only needs to be found, fast.
 				data, err = d.SkipObjectLoose()
+				looseData = data
 			} else {
 				data, err = d.Raw()
 			}
@@ -295,9 +309,20 @@ func Decode(b []byte, wantType string) (Event, error) {
 	return ev, nil
 }
 
+// validObject reports a *jsonx.SyntaxError, with an offset relative to b,
+// unless b is exactly one valid JSON value.
+func validObject(b []byte) error {
+	var d jsonx.Decoder
+	d.Reset(b)
+	if _, err := d.Raw(); err != nil {
+		return err
+	}
+	return d.End()
+}
+
 // DecodeRequest decodes a request event and its [backend.DHCPRequest].
 func DecodeRequest(b []byte) (Event, backend.DHCPRequest, error) {
-	ev, err := Decode(b, backend.RequestEventType)
+	ev, err := decode(b, backend.RequestEventType, true)
 	if err != nil {
 		return ev, backend.DHCPRequest{}, err
 	}
@@ -310,7 +335,7 @@ func DecodeRequest(b []byte) (Event, backend.DHCPRequest, error) {
 
 // DecodeResponse decodes a response event and its [backend.Message].
 func DecodeResponse(b []byte) (Event, backend.Message, error) {
-	ev, err := Decode(b, backend.ResponseEventType)
+	ev, err := decode(b, backend.ResponseEventType, true)
 	if err != nil {
 		return ev, backend.Message{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/jsonx"
 	"github.com/tinkerbell/backend/internal/schematest"
 )
 
@@ -426,4 +428,56 @@ func TestValidSource(t *testing.T) {
 			t.Errorf("ValidSource(%q) = %v", s, !ok)
 		}
 	}
+}
+
+// TestDecodeDataStrictly: finding the data object fast must not make the
+// decoders accept what parsing it strictly (with [jsonx.Decoder.Raw])
+// rejects: a malformed data object replaced by a later duplicate key, or a
+// data object nested deeper than [jsonx.MaxDepth]. Decode itself, which
+// does not decode the data, still rejects malformed data.
+func TestDecodeDataStrictly(t *testing.T) {
+	event := func(typ, data string) []byte {
+		return []byte(`{"specversion":"1.0","id":"1","source":"/s","type":"` + typ + `",` + data + `}`)
+	}
+	nested := func(n int) string { return `{"x":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}` }
+	withMAC := func(obj string) string { return obj[:len(obj)-1] + `,"MACAddress":"52:54:00:66:ea:9a"}` }
+	const reqData = `{"MACAddress":"52:54:00:66:ea:9a"}`
+	const respData = `{"IPAddress":"198.18.0.10"}`
+	tests := []struct {
+		name       string
+		req, resp  string // the data members of a request and of a response
+		wantSyntax bool   // rejected as a *backend.SyntaxError, else accepted
+	}{
+		{"duplicate data", `"data":{},"data":` + reqData, `"data":{},"data":` + respData, false},
+		{"malformed data replaced", `"data":{"a":tru},"data":` + reqData, `"data":{"a":tru},"data":` + respData, true},
+		{"malformed string replaced", "\"data\":{\"a\":\"\x01\"},\"data\":" + reqData, "\"data\":{\"a\":\"\x01\"},\"data\":" + respData, true},
+		{"mismatched brackets replaced", `"data":{"a":[}],"data":` + reqData, `"data":{"a":[}],"data":` + respData, true},
+		{"data replaced by a string", `"data":{"a":tru},"data":` + strconv.Quote(reqData), `"data":{"a":tru},"data":` + strconv.Quote(respData), true},
+		{"nested to the limit", `"data":` + withMAC(nested(jsonx.MaxDepth)), `"data":` + nested(jsonx.MaxDepth), false},
+		{"nested too deep", `"data":` + withMAC(nested(jsonx.MaxDepth+1)), `"data":` + nested(jsonx.MaxDepth+1), true},
+		{"nested too deep a level down", `"data":` + withMAC(`{"y":`+nested(jsonx.MaxDepth)+`}`), `"data":{"DHCP":` + nested(jsonx.MaxDepth) + `}`, true},
+	}
+	check := func(t *testing.T, what string, err error, wantSyntax bool) {
+		t.Helper()
+		var se *backend.SyntaxError
+		switch {
+		case !wantSyntax && err != nil:
+			t.Errorf("%s: %v", what, err)
+		case wantSyntax && !errors.As(err, &se):
+			t.Errorf("%s: error %v (%T), want a *backend.SyntaxError", what, err, err)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := DecodeRequest(event(backend.RequestEventType, tt.req))
+			check(t, "DecodeRequest", err, tt.wantSyntax)
+			_, _, err = DecodeResponse(event(backend.ResponseEventType, tt.resp))
+			check(t, "DecodeResponse", err, tt.wantSyntax)
+			_, err = Decode(event(backend.ResponseEventType, tt.resp), "")
+			check(t, "Decode", err, tt.wantSyntax)
+		})
+	}
+	// Decode does not look into the data, but it does check it is JSON.
+	_, err := Decode(event(backend.ResponseEventType, `"data":{"a":tru}`), "")
+	check(t, "Decode of malformed data", err, true)
 }
