@@ -80,7 +80,7 @@ func listenRaw(iface string, src netip.Addr) (packetConn, error) {
 		return nil, fmt.Errorf("dhcpserver: attach BPF filter: %w", err)
 	}
 	// Our own replies to a relay go to port 67 too: do not read them back.
-	// (Linux ≥ 4.20; on older kernels they are dropped as BOOTREPLY.)
+	// (Linux ≥ 4.20; on older kernels the BPF filter drops them.)
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
 		unix.Close(fd)

@@ -66,6 +66,7 @@ func serveRaw(t *testing.T, link netnstest.Link, be backend.Backend) *Server {
 	for s.Addr() == nil {
 		select {
 		case err := <-errc:
+			errc <- err // for the cleanup, which waits for it
 			t.Fatalf("Serve: %v", err)
 		default:
 		}
@@ -90,7 +91,11 @@ func startCapture(t *testing.T, link netnstest.Link) *capture {
 		if err != nil {
 			return err
 		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: link.Index})
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: link.Index}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("capture: %v", err)
