@@ -386,6 +386,14 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 	if v := get(req, dhcpv4.OptionRequestedIPAddress); len(v) == 4 {
 		requestedIP = netip.AddrFrom4([4]byte(v))
 	}
+	if typ == dhcpv4.MessageTypeRelease || typ == dhcpv4.MessageTypeDecline {
+		// RFC 2131 §4.3.3, §4.3.4 and table 5: option 54 names the server the
+		// client releases or declines to. Another server's conflict is
+		// not ours to report.
+		if v := get(req, dhcpv4.OptionServerIdentifier); v != nil && (len(v) != 4 || netip.AddrFrom4([4]byte(v)) != s.cfg.ServerAddr) {
+			return result{drop: DropOtherServer}
+		}
+	}
 	switch typ {
 	case dhcpv4.MessageTypeRelease:
 		// Reservations outlive releases: nothing to do, nothing to say.

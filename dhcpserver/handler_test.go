@@ -127,6 +127,8 @@ func TestHandle(t *testing.T) {
 			want: set(ack(toCiaddr, 51, "", 58, "", 59, ""), func(s *summary) { s.Yiaddr, s.Ciaddr = "0.0.0.0", "198.18.0.10" })},
 		{name: "release", req: request(macKnown, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(clientIP.AsSlice())), drop: DropNoReply},
 		{name: "decline", req: request(macKnown, dhcpv4.MessageTypeDecline, withIPOpt(50, clientIP)), drop: DropNoReply},
+		{name: "release to another server", req: request(macKnown, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(clientIP.AsSlice()), withIPOpt(54, otherIP)), drop: DropOtherServer},
+		{name: "decline to another server: not our conflict", req: request(macKnown, dhcpv4.MessageTypeDecline, withIPOpt(50, clientIP), withIPOpt(54, otherIP)), drop: DropOtherServer},
 		{name: "offer from a client", req: request(macKnown, dhcpv4.MessageTypeOffer), drop: DropMessageType},
 		{name: "no message type", req: request(macKnown, dhcpv4.MessageTypeDiscover, dhcpv4.WithoutOption(dhcpv4.OptionDHCPMessageType)), drop: DropMessageType},
 		{name: "bootreply", req: request(macKnown, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.OpCode = dhcpv4.OpcodeBootReply }), drop: DropNotRequest},

@@ -18,7 +18,7 @@ const (
 	DropHardware    DropReason = "hardware-type" // not Ethernet (htype 1, hlen 6)
 	DropOversize    DropReason = "oversize"      // larger than any DHCP packet may be
 	DropMessageType DropReason = "message-type"  // option 53 missing or not one a server handles
-	DropOtherServer DropReason = "other-server"  // a REQUEST for another server (option 54)
+	DropOtherServer DropReason = "other-server"  // a REQUEST, RELEASE or DECLINE for another server (option 54)
 	DropNotFound    DropReason = "not-found"     // the Backend has no reservation
 	DropBackend     DropReason = "backend-error" // the Backend failed or timed out
 	DropNoAddress   DropReason = "no-address"    // the reservation has no IPv4 address
