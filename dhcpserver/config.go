@@ -191,6 +191,10 @@ func (c Config) validate() (*config, error) {
 	if !c.ServerAddr.Is4() {
 		return nil, fmt.Errorf("%w: dhcpserver: ServerAddr %v is not an IPv4 address", errConfig, c.ServerAddr)
 	}
+	if c.ServerAddr.IsUnspecified() || c.ServerAddr.IsMulticast() || c.ServerAddr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		// Option 54 and the source of replies: a unicast address of ours.
+		return nil, fmt.Errorf("%w: dhcpserver: ServerAddr %v is not a unicast address", errConfig, c.ServerAddr)
+	}
 	if c.Interface != "" && c.UDPAddr.IsValid() {
 		return nil, fmt.Errorf("%w: dhcpserver: set Interface (raw mode) or UDPAddr (UDP mode), not both", errConfig)
 	}
