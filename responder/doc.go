@@ -27,9 +27,13 @@
 //   - Each backend call gets a context whose deadline comes from the
 //     requester's time budget (header [HeaderTimeout]), minus an allowance
 //     for the trip of the request and the reply (5%, at most 50 ms), or
-//     [Config.DefaultTimeout] when
-//     the request carries none; it carries the W3C trace context of the
-//     request (extracted with OpenTelemetry's propagation, so
+//     [Config.DefaultTimeout] when the request carries none. The budget
+//     counts from when a worker takes the request: the time it waited in
+//     the pending buffer is unknown to the responder and not deducted, so
+//     under overload a backend call may outlive its requester (keep
+//     [Config.MaxPending] small enough to be served within the requesters'
+//     timeout). The context carries the W3C trace context of the request
+//     (extracted with OpenTelemetry's propagation, so
 //     trace.SpanContextFromContext finds it) and is cancelled by
 //     [Server.Close].
 //   - Errors travel as codes: a malformed request is answered with code 400,
