@@ -58,7 +58,8 @@ func DefaultBinaries() map[iana.Arch]string {
 //     socket on that interface sees every DHCP request arriving there and
 //     sends replies exactly as RFC 2131 §4.1 asks, including unicast to a
 //     client that has no address yet (without ARP). This is the mode for
-//     real networks.
+//     real networks. Frames that the interface hands up for another host
+//     (promiscuous mode) or for a VLAN interface on top of it are ignored.
 //   - UDP mode (UDPAddr set, or [Server.ServeConn] with a socket of your
 //     own): a plain UDP socket, no privileges needed beyond the port. A
 //     relayed request (giaddr set) is answered at giaddr:67; every other
