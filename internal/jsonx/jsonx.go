@@ -4,8 +4,9 @@
 // It exists because the wire messages are tiny, fixed-shape objects that are
 // decoded on every DHCP lookup: a reflection-based decoder spends most of its
 // time and allocations on machinery these messages do not need. The scanner
-// is strict (it accepts exactly RFC 8259 JSON), never panics on any input,
-// and reports errors with byte offsets.
+// is strict (it accepts RFC 8259 JSON and nothing else, except that, as in
+// encoding/json, invalid UTF-8 in a string is accepted and decoded as
+// U+FFFD), never panics on any input, and reports errors with byte offsets.
 package jsonx
 
 import (
