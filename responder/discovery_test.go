@@ -35,6 +35,12 @@ func TestDiscovery(t *testing.T) {
 		}
 	}
 	rawRequest(t, nc, responder.DefaultSubject, nil, []byte("garbage"))
+	// A request is counted once its reply is sent, which may be just after
+	// the requester has it.
+	waitFor(t, "the requests to be counted", func() bool {
+		st := srv.Stats()
+		return st.Requests == 5 && st.InFlight == 0
+	})
 
 	id := srv.Stats().ID
 	identity := micro.ServiceIdentity{Name: "lab-hosts", ID: id, Version: "1.2.3", Metadata: map[string]string{"site": "lab"}}

@@ -319,6 +319,9 @@ func TestMalformed(t *testing.T) {
 	if _, _, err := req.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac}); err != nil {
 		t.Fatalf("Lookup after malformed requests: %v", err)
 	}
+	// A request is counted once its reply is sent, which may be just after
+	// the requester has it.
+	waitFor(t, "the requests to be counted", func() bool { return srv.Stats().Requests == uint64(len(cases))+1 })
 	st := srv.Stats()
 	if want := uint64(len(cases)); st.Errors != want || st.Requests != want+1 {
 		t.Errorf("Stats: %d requests, %d errors; want %d, %d", st.Requests, st.Errors, want+1, want)
