@@ -37,6 +37,7 @@ func Options() *server.Options {
 type Server struct {
 	*server.Server
 	Opts *server.Options
+	Port int // the client port it listens on
 }
 
 // Run starts a server with opts (nil means [Options]) and waits until it
@@ -58,7 +59,11 @@ func Run(tb testing.TB, opts *server.Options) *Server {
 	if !s.ReadyForConnections(ReadyTimeout) {
 		tb.Fatalf("natstest: server not ready after %v", ReadyTimeout)
 	}
-	return &Server{Server: s, Opts: opts}
+	port := 0
+	if addr, ok := s.Addr().(*net.TCPAddr); ok {
+		port = addr.Port
+	}
+	return &Server{Server: s, Opts: opts, Port: port}
 }
 
 // Restart shuts s down and starts a new server with the same options on the
@@ -81,8 +86,8 @@ func Shutdown(s *Server) {
 func RunAgain(tb testing.TB, s *Server) *Server {
 	tb.Helper()
 	opts := s.Opts.Clone()
-	if addr, ok := s.Addr().(*net.TCPAddr); ok {
-		opts.Port = addr.Port
+	if s.Port != 0 {
+		opts.Port = s.Port
 	}
 	// The port was just released; another listener could take it in
 	// between, which would make the test fail loudly rather than hang.
