@@ -34,19 +34,7 @@ func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 // golden compares got with the golden file, or rewrites it with -update.
 func golden(t *testing.T, path string, got []byte) {
 	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
+	schematest.Golden(t, path, got, *update)
 }
 
 // writeSeed stores input as a fuzz seed corpus file of fuzz target name.

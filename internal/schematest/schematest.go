@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -61,5 +63,24 @@ func FullMessage() backend.Message {
 			DomainSearch:     []string{"example.test", "lab.example.test"},
 		},
 		Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: MustURL("http://198.18.0.1:8080/auto.ipxe")},
+	}
+}
+
+// Golden compares got with the golden file at path or, when update is set,
+// rewrites the file with got.
+func Golden(t testing.TB, path string, got []byte, update bool) {
+	t.Helper()
+	if update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
 	}
 }

@@ -93,20 +93,7 @@ func TestGoldenEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, '\n')
-			path := strings.TrimSuffix(in, ".json") + ".golden"
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
+			schematest.Golden(t, strings.TrimSuffix(in, ".json")+".golden", got, *update)
 		})
 	}
 }
