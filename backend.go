@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Backend answers DHCP lookups: given the hardware address of a client, it
@@ -34,22 +35,6 @@ type BackendFunc func(ctx context.Context, req DHCPRequest) (DHCP, Netboot, erro
 func (f BackendFunc) Lookup(ctx context.Context, req DHCPRequest) (DHCP, Netboot, error) {
 	return f(ctx, req)
 }
-
-// CloudEvents type attributes of the two messages on the wire.
-const (
-	RequestEventType  = "org.tinkerbell.dhcp.backend.request"
-	ResponseEventType = "org.tinkerbell.dhcp.backend.response"
-)
-
-// Wire error codes, carried in [Error.Code]. They follow HTTP status codes
-// so that people and tools recognise them.
-const (
-	CodeOK          = 0   // success
-	CodeBadRequest  = 400 // the request was malformed
-	CodeNotFound    = 404 // no reservation for this MAC address
-	CodeInternal    = 500 // the backend failed
-	CodeUnavailable = 503 // the backend is unavailable or timed out
-)
 
 // The errors a lookup may return. Match them with [errors.Is]: they are
 // usually wrapped, and errors that crossed the wire are [*RemoteError] values
@@ -92,11 +77,14 @@ type RemoteError struct {
 }
 
 // Error implements the error interface.
+//
+// A message that already starts with "backend: " (the text of an error of
+// this package, sent by a Go responder) is not prefixed twice.
 func (e *RemoteError) Error() string {
 	if e.Message == "" {
 		return "backend: remote error " + strconv.Itoa(e.Code)
 	}
-	return "backend: remote error " + strconv.Itoa(e.Code) + ": " + e.Message
+	return "backend: remote error " + strconv.Itoa(e.Code) + ": " + strings.TrimPrefix(e.Message, "backend: ")
 }
 
 // Is reports whether the code of e corresponds to target.
@@ -137,18 +125,23 @@ func CodeOf(err error) int {
 	return CodeInternal
 }
 
-// ErrorOf returns the wire form of err: a zero [Error] for nil, otherwise
+// StatusOf returns the wire form of err: a zero [Status] for nil, otherwise
 // the code from [CodeOf] and err's text as the message.
-func ErrorOf(err error) Error {
+func StatusOf(err error) Status {
 	if err == nil {
-		return Error{}
+		return Status{}
 	}
-	return Error{Code: CodeOf(err), Message: err.Error()}
+	return Status{Code: CodeOf(err), Message: err.Error()}
 }
+
+// ErrorOf is the former name of [StatusOf].
+//
+// Deprecated: use [StatusOf].
+func ErrorOf(err error) Status { return StatusOf(err) }
 
 // Err returns the Go error that e describes: nil when Code is [CodeOK],
 // otherwise a [*RemoteError].
-func (e Error) Err() error {
+func (e Status) Err() error {
 	if e.Code == CodeOK {
 		return nil
 	}

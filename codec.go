@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tinkerbell/backend/internal/excerpt"
 	"github.com/tinkerbell/backend/internal/jsonx"
 )
 
@@ -86,14 +87,6 @@ func isDHCPKey(k string) bool {
 	return false
 }
 
-func truncate(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
-}
-
 func wrongType(d *jsonx.Decoder, field string) error {
 	if err := d.Skip(); err != nil {
 		return err
@@ -156,7 +149,7 @@ func decodeUint(d *jsonx.Decoder, field string, bits int) (uint64, error) {
 		}
 		n, err := strconv.ParseUint(string(nb), 10, bits)
 		if err != nil {
-			return 0, &FieldError{Field: field, Value: truncate(string(nb)), Err: ErrOutOfRange}
+			return 0, &FieldError{Field: field, Value: excerpt.Short(string(nb)), Err: ErrOutOfRange}
 		}
 		return n, nil
 	}
@@ -181,7 +174,7 @@ func decodeMAC(d *jsonx.Decoder, field string) (net.HardwareAddr, error) {
 			return net.HardwareAddr(append([]byte(nil), buf[:k]...)), nil
 		}
 	}
-	return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadMAC}
+	return nil, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadMAC}
 }
 
 func appendMAC(dst []byte, mac net.HardwareAddr) []byte {
@@ -203,11 +196,11 @@ func appendMAC(dst []byte, mac net.HardwareAddr) []byte {
 func parseAddr(s, field string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+		return netip.Addr{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrNotIPv4}
 	}
 	a = a.Unmap()
 	if !a.Is4() {
-		return netip.Addr{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+		return netip.Addr{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrNotIPv4}
 	}
 	return a, nil
 }
@@ -281,7 +274,7 @@ func decodeMask(d *jsonx.Decoder, field string) (Mask, error) {
 			if !errors.Is(err, ErrBadMask) {
 				err = ErrNotIPv4
 			}
-			return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: err}
+			return Mask{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: err}
 		}
 		return m, nil
 	}
@@ -290,12 +283,12 @@ func decodeMask(d *jsonx.Decoder, field string) (Mask, error) {
 		if n, err := base64.StdEncoding.Decode(buf[:], []byte(s)); err == nil {
 			m, err := MaskFromIPMask(net.IPMask(buf[:n]))
 			if err != nil {
-				return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: err}
+				return Mask{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: err}
 			}
 			return m, nil
 		}
 	}
-	return Mask{}, &FieldError{Field: field, Value: truncate(s), Err: ErrNotIPv4}
+	return Mask{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrNotIPv4}
 }
 
 // decodeURL decodes an absolute http, https or tftp URL; null and "" mean
@@ -311,7 +304,7 @@ func decodeURL(d *jsonx.Decoder, field string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || !validScriptURL(u) {
-		return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadURL}
+		return nil, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
 	}
 	return u, nil
 }
@@ -349,7 +342,7 @@ func decodeURLObject(d *jsonx.Decoder, field string) (*url.URL, error) {
 	s := u.String()
 	p, perr := url.Parse(s)
 	if perr != nil || !validScriptURL(p) {
-		return nil, &FieldError{Field: field, Value: truncate(s), Err: ErrBadURL}
+		return nil, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
 	}
 	return p, nil
 }

@@ -1,7 +1,7 @@
 // Package backend defines the contract between a DHCP server and the
 // backends that decide what each client gets: the [Backend] interface, the
 // request schema [DHCPRequest] and the response schema [Message] ([DHCP],
-// [Netboot] and [Error]).
+// [Netboot] and a [Status]).
 //
 // A DHCP server calls [Backend.Lookup] with the client's MAC address and
 // gets back the client's reservation (address, mask, router, DNS, ...) and
@@ -26,9 +26,22 @@
 //
 // # Errors
 //
-// Errors cross the wire as a numeric code and a message ([Error]). The
+// Errors cross the wire as a numeric code and a message ([Status]). The
 // sentinels [ErrNotFound], [ErrUnavailable], [ErrInvalidMessage] and
 // [ErrNoBackend] are matched with [errors.Is] whether the error was made
-// locally or came back as a [*RemoteError]; [CodeOf] and [ErrorOf] map Go
+// locally or came back as a [*RemoteError]; [CodeOf] and [StatusOf] map Go
 // errors to the wire.
+//
+// # Protocol
+//
+// The constants of the NATS wire protocol live here, in one place: the
+// subject ([DefaultSubject], joined to a tenant prefix by [Subject]), the
+// queue group of responders ([DefaultQueue]), the CloudEvents types
+// ([RequestEventType], [ResponseEventType]), the NATS headers
+// ([HeaderContentType], [HeaderTimeout], [HeaderServiceError],
+// [HeaderServiceErrorCode]), the error codes ([CodeNotFound] and the
+// others), the signature extensions ([SignatureExtension],
+// [SignerExtension]) and the subjects of decision events ([EventSubject],
+// [EventTypePrefix]). Packages nats and responder use them; so can a
+// program in another language, from the README's wire section.
 package backend

@@ -49,7 +49,7 @@ func ExampleMessage() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(m.IPAddress, m.SubnetMask.Bits(), m.IPXEScriptURL, m.Err())
+	fmt.Println(m.IPAddress, m.SubnetMask.Bits(), m.IPXEScriptURL, m.Error.Err())
 
 	// Validation names the field.
 	err := json.Unmarshal([]byte(`{"SubnetMask": "255.0.255.0"}`), &m)
@@ -63,8 +63,8 @@ func ExampleMessage() {
 
 // Errors cross the wire as a code and a message, and match the same
 // sentinels on the other side.
-func ExampleErrorOf() {
-	wire := backend.ErrorOf(fmt.Errorf("no host 52:54:00:66:ea:9a: %w", backend.ErrNotFound))
+func ExampleStatusOf() {
+	wire := backend.StatusOf(fmt.Errorf("no host 52:54:00:66:ea:9a: %w", backend.ErrNotFound))
 	fmt.Println(wire.Code)
 
 	err := wire.Err() // what the requester returns
@@ -73,4 +73,12 @@ func ExampleErrorOf() {
 	// Output:
 	// 404
 	// true true
+}
+
+func ExampleSubject() {
+	fmt.Println(backend.Subject("", ""))
+	fmt.Println(backend.Subject("site-a", ""))
+	// Output:
+	// tinkerbell.dhcp.backend
+	// site-a.tinkerbell.dhcp.backend
 }

@@ -255,9 +255,9 @@ func TestErrorsAcrossTheWire(t *testing.T) {
 			if got := backend.CodeOf(tt.err); got != tt.code {
 				t.Fatalf("CodeOf = %d, want %d", got, tt.code)
 			}
-			wire := backend.ErrorOf(tt.err)
+			wire := backend.StatusOf(tt.err)
 			if wire.Code != tt.code {
-				t.Fatalf("ErrorOf code = %d, want %d", wire.Code, tt.code)
+				t.Fatalf("StatusOf code = %d, want %d", wire.Code, tt.code)
 			}
 			back := wire.Err()
 			if tt.err == nil {

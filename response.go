@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/tinkerbell/backend/internal/excerpt"
 	"github.com/tinkerbell/backend/internal/jsonx"
 )
 
@@ -29,7 +30,10 @@ import (
 type Message struct {
 	DHCP
 	Netboot
-	Error
+
+	// Error is the outcome: the zero Status for an answer, otherwise the
+	// code and text of the error the backend reported (wire key "Error").
+	Error Status
 }
 
 // DHCP holds the headers and options a DHCP server puts in its reply. It is
@@ -60,13 +64,19 @@ type Netboot struct {
 	IPXEScriptURL *url.URL
 }
 
-// Error is the wire form of an error in a [Message]: a code (one of the
-// Code constants; [CodeOK] for success) and a message. It is not a Go error
-// itself: [Error.Err] converts it.
-type Error struct {
-	Code    int
-	Message string
+// Status is the outcome of a lookup on the wire, the "Error" object of a
+// [Message]: a code (one of the Code constants; [CodeOK] for success) and a
+// text. It is not a Go error itself: [Status.Err] converts it, [StatusOf]
+// makes one from a Go error.
+type Status struct {
+	Code    int    // wire key "Code"
+	Message string // wire key "Message": the error text, "" for success
 }
+
+// Error is the former name of [Status].
+//
+// Deprecated: use [Status]; the wire form is unchanged.
+type Error = Status
 
 // MarshalJSON implements [encoding/json.Marshaler] with the canonical form.
 func (m Message) MarshalJSON() ([]byte, error) {
@@ -180,14 +190,14 @@ func (h *DHCP) Validate() error {
 		}
 	}
 	if len(h.Hostname) > 255 {
-		return &FieldError{Field: "Hostname", Value: truncate(h.Hostname), Err: ErrTooLong}
+		return &FieldError{Field: "Hostname", Value: excerpt.Short(h.Hostname), Err: ErrTooLong}
 	}
 	if len(h.DomainName) > 255 {
-		return &FieldError{Field: "DomainName", Value: truncate(h.DomainName), Err: ErrTooLong}
+		return &FieldError{Field: "DomainName", Value: excerpt.Short(h.DomainName), Err: ErrTooLong}
 	}
 	for _, s := range h.DomainSearch {
 		if !validDomain(s) {
-			return &FieldError{Field: "DomainSearch", Value: truncate(s), Err: ErrBadName}
+			return &FieldError{Field: "DomainSearch", Value: excerpt.Short(s), Err: ErrBadName}
 		}
 	}
 	return nil
@@ -208,7 +218,7 @@ func (n *Netboot) UnmarshalJSON(b []byte) error { return unmarshalObject(b, netb
 // absolute http, https or tftp URL with a host.
 func (n *Netboot) Validate() error {
 	if u := n.IPXEScriptURL; u != nil && !validScriptURL(u) {
-		return &FieldError{Field: "IPXEScriptURL", Value: truncate(u.String()), Err: ErrBadURL}
+		return &FieldError{Field: "IPXEScriptURL", Value: excerpt.Short(u.String()), Err: ErrBadURL}
 	}
 	return nil
 }
@@ -328,7 +338,7 @@ func (n *Netboot) decodeField(d *jsonx.Decoder, k string) error {
 	return err
 }
 
-func (e *Error) appendJSON(dst []byte) []byte {
+func (e *Status) appendJSON(dst []byte) []byte {
 	dst = append(dst, `{"Code":`...)
 	dst = appendInt(dst, int64(e.Code))
 	dst = append(dst, `,"Message":`...)
@@ -336,17 +346,17 @@ func (e *Error) appendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-func (e *Error) decode(d *jsonx.Decoder) error {
+func (e *Status) decode(d *jsonx.Decoder) error {
 	if d.TryNull() {
-		*e = Error{}
+		*e = Status{}
 		return nil
 	}
 	return d.Object(func(key string) error { return e.decodeField(d, canonical(key, errorKeys[:])) })
 }
 
 // decodeField decodes the value of the canonical key k into e, or skips the
-// value when k is not an Error field.
-func (e *Error) decodeField(d *jsonx.Decoder, k string) error {
+// value when k is not a Status field.
+func (e *Status) decodeField(d *jsonx.Decoder, k string) error {
 	switch k {
 	case "Code":
 		if d.TryNull() {
@@ -362,7 +372,7 @@ func (e *Error) decodeField(d *jsonx.Decoder, k string) error {
 		}
 		n, err := strconv.ParseInt(string(nb), 10, 32)
 		if err != nil {
-			return &FieldError{Field: "Error.Code", Value: truncate(string(nb)), Err: ErrOutOfRange}
+			return &FieldError{Field: "Error.Code", Value: excerpt.Short(string(nb)), Err: ErrOutOfRange}
 		}
 		e.Code = int(n)
 		return nil

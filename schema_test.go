@@ -141,11 +141,11 @@ func TestDecodedValues(t *testing.T) {
 		{"mapped_ipv4.json", backend.Message{DHCP: backend.DHCP{
 			IPAddress: addr("198.18.0.10"), NameServers: []netip.Addr{addr("198.18.0.2")}, SubnetMask: backend.MaskFrom(30),
 		}}},
-		{"error_404.json", backend.Message{Error: backend.Error{Code: 404, Message: "no reservation for 52:54:00:66:ea:9a"}}},
+		{"error_404.json", backend.Message{Error: backend.Status{Code: 404, Message: "no reservation for 52:54:00:66:ea:9a"}}},
 		// The seed's Go structs embed Error with `json:",inline"`, which
 		// encoding/json ignores: Code and Message come flat.
-		{"seed_structs_flat_error.json", backend.Message{Error: backend.Error{Code: 404, Message: "not found"}}},
-		{"error_500_escaped.json", backend.Message{Error: backend.Error{Code: 500, Message: "db said: \"boom\"\n\tat line 1"}}},
+		{"seed_structs_flat_error.json", backend.Message{Error: backend.Status{Code: 404, Message: "not found"}}},
+		{"error_500_escaped.json", backend.Message{Error: backend.Status{Code: 500, Message: "db said: \"boom\"\n\tat line 1"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

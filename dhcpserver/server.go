@@ -2,7 +2,6 @@ package dhcpserver
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/tracectx"
 )
 
 // ErrServerClosed is returned by [Server.Serve] and [Server.ServeConn]
@@ -349,7 +349,7 @@ func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
 		copy(f.traceparent[1:17], tid[:])
 		copy(f.traceparent[17:25], sid[:])
 		f.traceparent[25] = byte(sc.TraceFlags())
-		req.Traceparent = "00-" + hex.EncodeToString(tid[:]) + "-" + hex.EncodeToString(sid[:]) + "-" + hex.EncodeToString(f.traceparent[25:])
+		req.Traceparent = tracectx.Traceparent(ctx)
 	}
 	start := time.Now()
 	s.stats.lookups.Add(1)

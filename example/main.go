@@ -122,7 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsCA, "nats-ca", "", "PEM file of CAs that sign the NATS server's certificate (enables TLS)")
 	fs.StringVar(&o.natsCert, "nats-cert", "", "PEM client certificate for NATS mutual TLS")
 	fs.StringVar(&o.natsKey, "nats-key", "", "PEM client key for NATS mutual TLS")
-	fs.StringVar(&o.subject, "subject", natsbackend.DefaultSubject, "NATS subject of lookups")
+	fs.StringVar(&o.subject, "subject", backend.DefaultSubject, "NATS subject of lookups")
 	fs.StringVar(&o.prefix, "subject-prefix", "", "prefix of the subject, for tenants sharing NATS")
 
 	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo: hosts file (YAML or .json)")

@@ -189,7 +189,7 @@ func TestSecureDeployment(t *testing.T) {
 	if _, err := rogue.Subscribe("tinkerbell.dhcp.backend", func(*nats.Msg) { t.Error("rogue received a lookup") }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rogue.QueueSubscribe("tinkerbell.dhcp.backend", responder.DefaultQueue, func(*nats.Msg) { t.Error("rogue received a lookup") }); err != nil {
+	if _, err := rogue.QueueSubscribe("tinkerbell.dhcp.backend", backend.DefaultQueue, func(*nats.Msg) { t.Error("rogue received a lookup") }); err != nil {
 		t.Fatal(err)
 	}
 	if err := rogue.Publish("_INBOX.forged", []byte(`{"forged":true}`)); err != nil {

@@ -13,34 +13,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/excerpt"
+	"github.com/tinkerbell/backend/internal/tracectx"
 	"github.com/tinkerbell/backend/internal/wire"
-)
-
-// Wire constants, shared with package responder.
-const (
-	// DefaultSubject is the subject lookups go to when none is configured.
-	DefaultSubject = wire.DefaultSubject
-
-	// HeaderTimeout is the NATS header that carries the requester's
-	// remaining time budget in whole milliseconds. Responders give the
-	// backend a context with that deadline.
-	HeaderTimeout = wire.HeaderTimeout
-
-	// HeaderServiceError and HeaderServiceErrorCode are the NATS micro
-	// error headers.
-	HeaderServiceError     = wire.HeaderServiceError
-	HeaderServiceErrorCode = wire.HeaderServiceErrorCode
-
-	// ContentType is the value of the NATS Content-Type header of requests
-	// and replies.
-	ContentType = wire.ContentType
-
-	// MaxEventSize is the largest reply accepted, in bytes.
-	MaxEventSize = wire.MaxEventSize
 )
 
 // Defaults of [Config] and [RetryPolicy].
@@ -67,7 +44,7 @@ type Config struct {
 	// Conn is the NATS connection lookups are sent on. The caller owns it.
 	Conn *nats.Conn
 
-	// Subject is where lookups are sent; default [DefaultSubject].
+	// Subject is where lookups are sent; default [backend.DefaultSubject].
 	Subject string
 
 	// SubjectPrefix, when set, is prepended to Subject with a dot, so that
@@ -82,7 +59,7 @@ type Config struct {
 	// Timeout bounds each attempt; default [DefaultTimeout], well under
 	// the ~4 s a DHCP client waits before retransmitting. The caller's
 	// context deadline bounds the whole lookup. It must be at least a
-	// millisecond, the unit of [HeaderTimeout].
+	// millisecond, the unit of [backend.HeaderTimeout].
 	Timeout time.Duration
 
 	// Retry says how lookups are retried after a timeout or when no
@@ -135,7 +112,7 @@ func New(cfg Config) (*Backend, error) {
 	}
 	b := &Backend{
 		conn:     cfg.Conn,
-		subject:  wire.Subject(cfg.SubjectPrefix, cfg.Subject),
+		subject:  backend.Subject(cfg.SubjectPrefix, cfg.Subject),
 		source:   cfg.Source,
 		timeout:  cfg.Timeout,
 		attempts: cfg.Retry.MaxAttempts,
@@ -200,7 +177,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 	if len(req.MACAddress) == 0 {
 		return backend.DHCP{}, backend.Netboot{}, &backend.FieldError{Field: "MACAddress", Err: backend.ErrMissing}
 	}
-	if tp := traceparent(ctx); tp != "" {
+	if tp := tracectx.Traceparent(ctx); tp != "" {
 		req.Traceparent = tp
 	}
 	r := b.reqs.Get().(*request)
@@ -220,7 +197,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 	for ; ; attempt++ {
 		m, err := b.attempt(ctx, r)
 		if err == nil {
-			if err := m.Err(); err != nil {
+			if err := m.Error.Err(); err != nil {
 				return backend.DHCP{}, backend.Netboot{}, err
 			}
 			if len(m.MACAddress) != 0 && !bytes.Equal(m.MACAddress, req.MACAddress) {
@@ -287,8 +264,8 @@ func (b *Backend) newRequest() any {
 	r := &request{buf: make([]byte, 0, 512), tmo: make([]string, 1)}
 	r.msg.Subject = b.subject
 	r.msg.Header = nats.Header{
-		wire.HeaderContentType: {wire.ContentType},
-		wire.HeaderTimeout:     r.tmo,
+		backend.HeaderContentType: {backend.ContentType},
+		backend.HeaderTimeout:     r.tmo,
 	}
 	return r
 }
@@ -342,14 +319,14 @@ func decodeReply(reply *nats.Msg) (backend.Message, error) {
 	if looksLikeEvent(reply.Data) {
 		return decodeEvent(reply.Data)
 	}
-	code, text := reply.Header.Get(wire.HeaderServiceErrorCode), reply.Header.Get(wire.HeaderServiceError)
+	code, text := reply.Header.Get(backend.HeaderServiceErrorCode), reply.Header.Get(backend.HeaderServiceError)
 	if code != "" || text != "" {
 		n, err := strconv.Atoi(code)
 		if err != nil || n <= 0 {
 			// A micro error without a usable code is still an error.
 			n = backend.CodeInternal
 		}
-		return backend.Message{Error: backend.Error{Code: n, Message: text}}, nil
+		return backend.Message{Error: backend.Status{Code: n, Message: text}}, nil
 	}
 	return decodeEvent(reply.Data)
 }
@@ -358,7 +335,7 @@ func decodeReply(reply *nats.Msg) (backend.Message, error) {
 func decodeEvent(data []byte) (backend.Message, error) {
 	_, m, err := wire.DecodeResponse(data)
 	if err != nil {
-		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", quoteTrunc(data), err)
+		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", excerpt.Quote(data), err)
 	}
 	return m, nil
 }
@@ -368,40 +345,10 @@ func looksLikeEvent(b []byte) bool {
 	return len(b) > 0 && b[0] == '{'
 }
 
-// quoteTrunc quotes the start of b for an error message.
-func quoteTrunc(b []byte) string {
-	const limit = 128
-	if len(b) > limit {
-		return strconv.Quote(string(b[:limit])) + "... (" + strconv.Itoa(len(b)) + " bytes)"
-	}
-	return strconv.Quote(string(b))
-}
-
 // retryable reports whether another attempt may succeed after err.
 func retryable(err error) bool {
 	var ne net.Error
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) ||
 		(errors.As(err, &ne) && ne.Timeout())
-}
-
-// tpCarrier receives the traceparent from the propagator without a map.
-type tpCarrier struct{ tp string }
-
-func (c *tpCarrier) Get(string) string { return "" }
-func (c *tpCarrier) Set(key, value string) {
-	if key == "traceparent" {
-		c.tp = value
-	}
-}
-func (c *tpCarrier) Keys() []string { return nil }
-
-// traceparent returns the W3C traceparent of the span in ctx, or "".
-func traceparent(ctx context.Context) string {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return "" // the common case, without the propagator's allocations
-	}
-	var c tpCarrier
-	propagation.TraceContext{}.Inject(ctx, &c)
-	return c.tp
 }

@@ -30,9 +30,9 @@ func TestNew(t *testing.T) {
 		cfg     natsbackend.Config
 		subject string // want, when valid
 	}{
-		{name: "defaults", cfg: natsbackend.Config{Conn: env.req}, subject: natsbackend.DefaultSubject},
+		{name: "defaults", cfg: natsbackend.Config{Conn: env.req}, subject: backend.DefaultSubject},
 		{name: "subject", cfg: natsbackend.Config{Conn: env.req, Subject: "dhcp.lab"}, subject: "dhcp.lab"},
-		{name: "prefix", cfg: natsbackend.Config{Conn: env.req, SubjectPrefix: "site-a"}, subject: "site-a." + natsbackend.DefaultSubject},
+		{name: "prefix", cfg: natsbackend.Config{Conn: env.req, SubjectPrefix: "site-a"}, subject: "site-a." + backend.DefaultSubject},
 		{name: "prefix with dot", cfg: natsbackend.Config{Conn: env.req, SubjectPrefix: "site-a.", Subject: "x"}, subject: "site-a.x"},
 		{name: "nil conn", cfg: natsbackend.Config{}},
 		{name: "wildcard subject", cfg: natsbackend.Config{Conn: env.req, Subject: "a.*"}},
@@ -136,7 +136,7 @@ func TestLookupRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan *nats.Msg, 2)
 			resp := fullMessage(testMAC)
-			respond(t, env.resp, natsbackend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
+			respond(t, env.resp, backend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
 				got <- m
 				return reply(responseEvent(resp))
 			})
@@ -160,7 +160,7 @@ func TestLookupRequest(t *testing.T) {
 				// left of the caller's deadline when the lookup began.
 				bud, err := budget(m)
 				if err != nil {
-					t.Fatalf("header %s: %v", natsbackend.HeaderTimeout, err)
+					t.Fatalf("header %s: %v", backend.HeaderTimeout, err)
 				}
 				if bud <= 0 || bud > tc.maxBudget {
 					t.Errorf("budget %v, want in (0, %v]", bud, tc.maxBudget)
@@ -233,11 +233,11 @@ func checkRequest(t *testing.T, m *nats.Msg, wantTP string) string {
 func TestLookupSubjectPrefix(t *testing.T) {
 	env := newEnv(t)
 	var wrong atomicCounter
-	respond(t, env.resp, natsbackend.DefaultSubject, func(*nats.Msg) *nats.Msg {
+	respond(t, env.resp, backend.DefaultSubject, func(*nats.Msg) *nats.Msg {
 		wrong.add()
-		return reply(responseEvent(backend.Message{Error: backend.Error{Code: 500, Message: "wrong tenant"}}))
+		return reply(responseEvent(backend.Message{Error: backend.Status{Code: 500, Message: "wrong tenant"}}))
 	})
-	respond(t, env.resp, "tenant-a."+natsbackend.DefaultSubject, func(*nats.Msg) *nats.Msg {
+	respond(t, env.resp, "tenant-a."+backend.DefaultSubject, func(*nats.Msg) *nats.Msg {
 		return reply(responseEvent(fullMessage(testMAC)))
 	})
 	b := newBackend(t, env.req, natsbackend.Config{SubjectPrefix: "tenant-a"})
@@ -256,7 +256,7 @@ func TestLookupSubjectPrefix(t *testing.T) {
 func TestLookupMissingMAC(t *testing.T) {
 	env := newEnv(t)
 	var requests atomicCounter
-	respond(t, env.resp, natsbackend.DefaultSubject, func(*nats.Msg) *nats.Msg { requests.add(); return nil })
+	respond(t, env.resp, backend.DefaultSubject, func(*nats.Msg) *nats.Msg { requests.add(); return nil })
 	b := newBackend(t, env.req, natsbackend.Config{})
 	_, _, err := b.Lookup(t.Context(), backend.DHCPRequest{})
 	var fe *backend.FieldError
@@ -341,7 +341,7 @@ func stall(t *testing.T, nc *nats.Conn, subject string) <-chan struct{} {
 
 func TestLookupSlowResponder(t *testing.T) {
 	env := newEnv(t)
-	stall(t, env.resp, natsbackend.DefaultSubject)
+	stall(t, env.resp, backend.DefaultSubject)
 	b := newBackend(t, env.req, natsbackend.Config{})
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
 	defer cancel()
@@ -400,7 +400,7 @@ func TestLookupAttemptTimeouts(t *testing.T) {
 
 func TestLookupCancel(t *testing.T) {
 	env := newEnv(t)
-	got := stall(t, env.resp, natsbackend.DefaultSubject)
+	got := stall(t, env.resp, backend.DefaultSubject)
 	b := newBackend(t, env.req, natsbackend.Config{Timeout: time.Minute})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -440,7 +440,7 @@ func TestLookupRetry(t *testing.T) {
 	t.Run("after a timeout", func(t *testing.T) {
 		env := newEnv(t)
 		var requests atomicCounter
-		respond(t, env.resp, natsbackend.DefaultSubject, func(*nats.Msg) *nats.Msg {
+		respond(t, env.resp, backend.DefaultSubject, func(*nats.Msg) *nats.Msg {
 			if requests.add() == 1 {
 				return nil // lost
 			}
@@ -469,7 +469,7 @@ func TestLookupRetry(t *testing.T) {
 		hook := retryHook{fn: func(r slog.Record) {
 			retries = append(retries, r.Message)
 			if len(retries) == 1 {
-				respond(t, env.resp, natsbackend.DefaultSubject, func(*nats.Msg) *nats.Msg {
+				respond(t, env.resp, backend.DefaultSubject, func(*nats.Msg) *nats.Msg {
 					requests.add()
 					return reply(responseEvent(fullMessage(testMAC)))
 				})
@@ -534,7 +534,7 @@ func TestLookupServerRestart(t *testing.T) {
 	}
 	req := natstest.Connect(t, srv, opts...)
 	resp := natstest.Connect(t, srv, opts...)
-	respond(t, resp, natsbackend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
+	respond(t, resp, backend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
 		return reply(responseEvent(fullMessage(testMAC)))
 	})
 	b := newBackend(t, req, natsbackend.Config{})
@@ -638,11 +638,11 @@ func TestLookupServerRestart(t *testing.T) {
 func TestLookupConcurrent(t *testing.T) {
 	env := newEnv(t)
 	// The answer is derived from the MAC address in the request.
-	respond(t, env.resp, natsbackend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
+	respond(t, env.resp, backend.DefaultSubject, func(m *nats.Msg) *nats.Msg {
 		var e event.Event
 		var req backend.DHCPRequest
 		if json.Unmarshal(m.Data, &e) != nil || e.DataAs(&req) != nil {
-			return reply(responseEvent(backend.Message{Error: backend.Error{Code: 400}}))
+			return reply(responseEvent(backend.Message{Error: backend.Status{Code: 400}}))
 		}
 		return reply(responseEvent(answerFor(req.MACAddress)))
 	})

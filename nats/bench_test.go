@@ -47,8 +47,8 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 	srv := natstest.Run(b, nil)
 	req, resp := natstest.Connect(b, srv), natstest.Connect(b, srv)
 	fixed := responseEvent(fullMessage(testMAC))
-	hdr := nats.Header{"Content-Type": {natsbackend.ContentType}}
-	sub, err := resp.Subscribe(natsbackend.DefaultSubject, func(m *nats.Msg) {
+	hdr := nats.Header{"Content-Type": {backend.ContentType}}
+	sub, err := resp.Subscribe(backend.DefaultSubject, func(m *nats.Msg) {
 		_ = m.RespondMsg(&nats.Msg{Header: hdr, Data: fixed})
 	})
 	if err != nil {
@@ -71,7 +71,7 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 			return err
 		},
 		"raw": func(context.Context) error {
-			_, err := req.Request(natsbackend.DefaultSubject, payload, benchTimeout)
+			_, err := req.Request(backend.DefaultSubject, payload, benchTimeout)
 			return err
 		},
 		"sdkgo": func(context.Context) error {
@@ -87,9 +87,9 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 			if err != nil {
 				return err
 			}
-			m, err := req.RequestMsg(&nats.Msg{Subject: natsbackend.DefaultSubject, Header: nats.Header{
-				"Content-Type":            {natsbackend.ContentType},
-				natsbackend.HeaderTimeout: {strconv.FormatInt(benchTimeout.Milliseconds(), 10)},
+			m, err := req.RequestMsg(&nats.Msg{Subject: backend.DefaultSubject, Header: nats.Header{
+				"Content-Type":            {backend.ContentType},
+				backend.HeaderTimeout: {strconv.FormatInt(benchTimeout.Milliseconds(), 10)},
 			}, Data: body}, benchTimeout)
 			if err != nil {
 				return err
@@ -102,7 +102,7 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 			if err := re.DataAs(&msg); err != nil {
 				return err
 			}
-			return msg.Err()
+			return msg.Error.Err()
 		},
 	}
 }

@@ -20,7 +20,7 @@
 //
 // A lookup publishes a request to [Backend.Subject] with the NATS header
 // Content-Type: application/cloudevents+json and the header
-// [HeaderTimeout] holding its time budget: the smaller of [Config.Timeout]
+// [backend.HeaderTimeout] holding its time budget: the smaller of [Config.Timeout]
 // and the time left before the caller's context deadline, in whole
 // milliseconds, rounded down. It is relative, not a timestamp, because
 // clocks on different hosts disagree; a responder gives its backend a
@@ -37,10 +37,10 @@
 // [backend.ErrNotFound], 400 [backend.ErrInvalidMessage], 503
 // [backend.ErrUnavailable], and every non-zero code is a
 // [*backend.RemoteError] with the code and message. A reply with no event
-// but the NATS micro error headers ([HeaderServiceError],
-// [HeaderServiceErrorCode]) is the error they describe (code 500 when the
+// but the NATS micro error headers ([backend.HeaderServiceError],
+// [backend.HeaderServiceErrorCode]) is the error they describe (code 500 when the
 // code is missing or not a positive number). A reply that is not a valid
-// response event, is larger than [MaxEventSize], or answers for another
+// response event, is larger than [backend.MaxEventSize], or answers for another
 // MAC address is an error matching [backend.ErrInvalidMessage] that says
 // what was wrong and quotes the start of the reply or the offending value.
 //

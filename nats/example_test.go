@@ -37,7 +37,7 @@ func Example() {
 
 	// The responder: usually package responder in another process; any
 	// program that answers with a response event will do.
-	sub, err := nc.Subscribe(natsbackend.DefaultSubject, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(backend.DefaultSubject, func(m *nats.Msg) {
 		_ = m.Respond([]byte(`{"specversion":"1.0","id":"1","source":"/example","type":"org.tinkerbell.dhcp.backend.response",
 			"data":{"IPAddress":"198.18.0.10","SubnetMask":"255.255.255.0","Hostname":"node-1","Error":{"Code":0,"Message":""}}}`))
 	})

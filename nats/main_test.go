@@ -119,12 +119,12 @@ func respond(t testing.TB, nc *nats.Conn, subject string, fn func(req *nats.Msg)
 
 // reply returns a reply message with body data and the Content-Type header.
 func reply(data []byte) *nats.Msg {
-	return &nats.Msg{Header: nats.Header{"Content-Type": {natsbackend.ContentType}}, Data: data}
+	return &nats.Msg{Header: nats.Header{"Content-Type": {backend.ContentType}}, Data: data}
 }
 
 // budget returns the value of the timeout header of m.
 func budget(m *nats.Msg) (time.Duration, error) {
-	n, err := strconv.ParseInt(m.Header.Get(natsbackend.HeaderTimeout), 10, 64)
+	n, err := strconv.ParseInt(m.Header.Get(backend.HeaderTimeout), 10, 64)
 	return time.Duration(n) * time.Millisecond, err
 }
 

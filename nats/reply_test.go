@@ -148,7 +148,7 @@ func naiveSeedMessage(m backend.Message) seedMessage {
 			DomainSearch:     m.DomainSearch,
 		},
 		seedNetboot: seedNetboot{AllowNetboot: m.AllowNetboot, IPXEScriptURL: m.IPXEScriptURL},
-		Error:       seedError{Code: m.Code, Message: m.Message},
+		Error:       seedError{Code: m.Error.Code, Message: m.Error.Message},
 	}
 }
 
@@ -221,15 +221,15 @@ func TestLookupReplies(t *testing.T) {
 	full := fullMessage(testMAC)
 	canonical := responseEvent(full)
 	withCode := func(code int, msg string) backend.Message {
-		return backend.Message{Error: backend.Error{Code: code, Message: msg}}
+		return backend.Message{Error: backend.Status{Code: code, Message: msg}}
 	}
 	errHeaders := func(code, text string) *nats.Msg {
 		h := nats.Header{}
 		if code != "" {
-			h.Set(natsbackend.HeaderServiceErrorCode, code)
+			h.Set(backend.HeaderServiceErrorCode, code)
 		}
 		if text != "" {
-			h.Set(natsbackend.HeaderServiceError, text)
+			h.Set(backend.HeaderServiceError, text)
 		}
 		return &nats.Msg{Header: h}
 	}
@@ -490,8 +490,8 @@ func TestLookupReplies(t *testing.T) {
 			},
 		},
 	}
-	if len(big) <= natsbackend.MaxEventSize {
-		t.Fatalf("big fixture has %d bytes, not over the limit %d", len(big), natsbackend.MaxEventSize)
+	if len(big) <= backend.MaxEventSize {
+		t.Fatalf("big fixture has %d bytes, not over the limit %d", len(big), backend.MaxEventSize)
 	}
 
 	env := newEnv(t)

@@ -80,7 +80,7 @@ func BenchmarkLookup(b *testing.B) {
 	// A second baseline with the identical NATS messages: the same bytes
 	// and the headers the wire protocol requires (Content-Type and the
 	// timeout budget on requests, Content-Type on replies).
-	replyMsg := &nats.Msg{Header: nats.Header{wire.HeaderContentType: {wire.ContentType}}, Data: replyData}
+	replyMsg := &nats.Msg{Header: nats.Header{backend.HeaderContentType: {backend.ContentType}}, Data: replyData}
 	echoH, err := snc.Subscribe("bench.rawh", func(m *nats.Msg) { _ = m.RespondMsg(replyMsg) })
 	if err != nil {
 		b.Fatal(err)
@@ -110,7 +110,7 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	rawHeaders := func(b *testing.B) {
 		m, err := cnc.RequestMsg(&nats.Msg{Subject: "bench.rawh", Data: reqData, Header: nats.Header{
-			wire.HeaderContentType: {wire.ContentType}, wire.HeaderTimeout: {"5000"},
+			backend.HeaderContentType: {backend.ContentType}, backend.HeaderTimeout: {"5000"},
 		}}, 5*time.Second)
 		if err != nil || len(m.Data) != len(replyData) {
 			b.Fatalf("raw request: %v", err)
@@ -128,8 +128,8 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 	responderOnly := func(b *testing.B) {
-		m, err := cnc.RequestMsg(&nats.Msg{Subject: responder.DefaultSubject, Data: reqData}, 5*time.Second)
-		if err != nil || m.Header.Get(wire.HeaderServiceErrorCode) != "" {
+		m, err := cnc.RequestMsg(&nats.Msg{Subject: backend.DefaultSubject, Data: reqData}, 5*time.Second)
+		if err != nil || m.Header.Get(backend.HeaderServiceErrorCode) != "" {
 			b.Fatalf("raw request: %v", err)
 		}
 	}

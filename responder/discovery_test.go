@@ -34,7 +34,7 @@ func TestDiscovery(t *testing.T) {
 			t.Fatalf("Lookup(%s): %v", mac, err)
 		}
 	}
-	rawRequest(t, nc, responder.DefaultSubject, nil, []byte("garbage"))
+	rawRequest(t, nc, backend.DefaultSubject, nil, []byte("garbage"))
 	// A request is counted once its reply is sent, which may be just after
 	// the requester has it.
 	waitFor(t, "the requests to be counted", func() bool {
@@ -64,8 +64,8 @@ func TestDiscovery(t *testing.T) {
 				Description:     got.Description,
 				Endpoints: []micro.EndpointInfo{{
 					Name:       responder.EndpointName,
-					Subject:    responder.DefaultSubject,
-					QueueGroup: responder.DefaultQueue,
+					Subject:    backend.DefaultSubject,
+					QueueGroup: backend.DefaultQueue,
 					Metadata:   map[string]string{},
 				}},
 			}
@@ -98,8 +98,8 @@ func TestDiscovery(t *testing.T) {
 				Type:            micro.StatsResponseType,
 				Endpoints: []*micro.EndpointStats{{
 					Name:        responder.EndpointName,
-					Subject:     responder.DefaultSubject,
-					QueueGroup:  responder.DefaultQueue,
+					Subject:     backend.DefaultSubject,
+					QueueGroup:  backend.DefaultQueue,
 					NumRequests: 5,
 					NumErrors:   2,
 					LastError:   `400 backend: invalid message: malformed JSON at offset 0: not a JSON object`,
@@ -118,7 +118,7 @@ func TestDiscovery(t *testing.T) {
 
 	// The Go method agrees.
 	st := srv.Stats()
-	if st.Requests != 5 || st.Errors != 2 || st.Name != "lab-hosts" || st.QueueGroup != responder.DefaultQueue {
+	if st.Requests != 5 || st.Errors != 2 || st.Name != "lab-hosts" || st.QueueGroup != backend.DefaultQueue {
 		t.Errorf("Stats() = %+v", st)
 	}
 
@@ -227,7 +227,7 @@ func TestConfig(t *testing.T) {
 		defer s.Close()
 		st := s.Stats()
 		got := []string{st.Subject, st.QueueGroup, st.Name, st.Version, s.Subject()}
-		want := []string{responder.DefaultSubject, responder.DefaultQueue, responder.DefaultName, responder.DefaultVersion, responder.DefaultSubject}
+		want := []string{backend.DefaultSubject, backend.DefaultQueue, responder.DefaultName, responder.DefaultVersion, backend.DefaultSubject}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("defaults (-want +got):\n%s", diff)
 		}
@@ -239,7 +239,7 @@ func TestConfig(t *testing.T) {
 func TestSubjectPrefix(t *testing.T) {
 	nc, more := conn(t)
 	s := serve(t, responder.Config{Conn: more(), SubjectPrefix: "site-a.", Backend: table{"52:54:00:00:0a:01": {Hostname: "a"}}})
-	if got, want := s.Subject(), "site-a."+responder.DefaultSubject; got != want {
+	if got, want := s.Subject(), "site-a."+backend.DefaultSubject; got != want {
 		t.Errorf("Subject() = %q, want %q", got, want)
 	}
 	mac := mustMAC(t, "52:54:00:00:0a:01")
@@ -348,7 +348,7 @@ func TestLifecycle(t *testing.T) {
 				return backend.DHCP{}, backend.Netboot{}, nil
 			})})
 		defer close(release)
-		if err := nc.PublishRequest(responder.DefaultSubject, nc.NewRespInbox(), requestEvent(mustMAC(t, "52:54:00:00:0c:01"), "")); err != nil {
+		if err := nc.PublishRequest(backend.DefaultSubject, nc.NewRespInbox(), requestEvent(mustMAC(t, "52:54:00:00:0c:01"), "")); err != nil {
 			t.Fatal(err)
 		}
 		<-running

@@ -15,7 +15,7 @@
 // Everything else is done by the [Server]:
 //
 //   - Replicas share the load: the subscription joins the queue group
-//     [DefaultQueue] unless [Config.NoQueue] is set, so N responders on one
+//     [backend.DefaultQueue] unless [Config.NoQueue] is set, so N responders on one
 //     subject split the requests and any one of them may stop.
 //   - At most [Config.MaxConcurrent] backend calls run at once, on a pool
 //     of goroutines that grows on demand up to that bound and shrinks when
@@ -25,7 +25,7 @@
 //     connection's error handler is told (nats.ErrSlowConsumer), the
 //     responder logs an error and [Stats] counts the drops.
 //   - Each backend call gets a context whose deadline comes from the
-//     requester's time budget (header [HeaderTimeout]), minus an allowance
+//     requester's time budget (header [backend.HeaderTimeout]), minus an allowance
 //     for the trip of the request and the reply (5%, at most 50 ms), or
 //     [Config.DefaultTimeout] when the request carries none. The budget
 //     counts from when a worker takes the request: the time it waited in
@@ -43,8 +43,8 @@
 //     answered with 500, and the responder keeps serving. An answer that
 //     fails [backend.Message.Validate] is a 500 too. Error replies are
 //     response events whose Error field holds the code and message, with
-//     the NATS micro error headers [HeaderServiceError] and
-//     [HeaderServiceErrorCode] set as well.
+//     the NATS micro error headers [backend.HeaderServiceError] and
+//     [backend.HeaderServiceErrorCode] set as well.
 //   - The NATS micro discovery protocol is answered: $SRV.PING, $SRV.INFO
 //     and $SRV.STATS (optionally followed by the service name, and by the
 //     name and id), with the JSON schemas of nats.go's micro package, so

@@ -9,17 +9,17 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/excerpt"
+	"github.com/tinkerbell/backend/internal/tracectx"
 	"github.com/tinkerbell/backend/internal/wire"
 )
 
 // maxErrorMessage bounds the error text sent on the wire, so that a backend
-// returning a huge error still gets a reply under [wire.MaxEventSize].
+// returning a huge error still gets a reply under [backend.MaxEventSize].
 const maxErrorMessage = 1024
 
 // Texts of the errors the responder itself reports.
@@ -53,13 +53,13 @@ func (s *Server) handle(msg *nats.Msg) {
 	budget, ok := s.budget(msg.Header)
 	if !ok {
 		s.fail(msg, start, tp, req.MACAddress, backend.CodeBadRequest,
-			fmt.Sprintf("responder: invalid %s header %q", wire.HeaderTimeout, msg.Header.Get(wire.HeaderTimeout)), slog.LevelWarn)
+			fmt.Sprintf("responder: invalid %s header %q", backend.HeaderTimeout, msg.Header.Get(backend.HeaderTimeout)), slog.LevelWarn)
 		return
 	}
 
 	ctx, cancel := context.WithDeadline(s.ctx, start.Add(budget))
 	if tp != "" {
-		ctx = propagation.TraceContext{}.Extract(ctx, tpCarrier(tp))
+		ctx = tracectx.Extract(ctx, tp)
 	}
 	d, n, err := s.lookup(ctx, req)
 	cancel()
@@ -71,7 +71,7 @@ func (s *Server) handle(msg *nats.Msg) {
 			s.log.Debug("responder: lookup cancelled by Close", "mac", req.MACAddress.String(), "error", err)
 			return
 		}
-		m := backend.ErrorOf(err)
+		m := backend.StatusOf(err)
 		level := slog.LevelError
 		switch {
 		case errors.Is(err, errPanic):
@@ -111,8 +111,8 @@ func (s *Server) handle(msg *nats.Msg) {
 
 // fail sends an error reply and logs one line at level.
 func (s *Server) fail(msg *nats.Msg, start time.Time, tp string, mac []byte, code int, text string, level slog.Level) {
-	text = truncate(text)
-	m := backend.Message{Error: backend.Error{Code: code, Message: text}}
+	text = excerpt.Cut(text, maxErrorMessage)
+	m := backend.Message{Error: backend.Status{Code: code, Message: text}}
 	m.MACAddress = mac
 	s.stats.done(start, strconv.Itoa(code)+" "+text)
 	err := s.replies.send(s.nc, msg.Reply, tp, &m)
@@ -122,7 +122,7 @@ func (s *Server) fail(msg *nats.Msg, start time.Time, tp string, mac []byte, cod
 			attrs = append(attrs, "mac", m.MACAddress.String())
 		}
 		if code == backend.CodeBadRequest {
-			attrs = append(attrs, "request", truncate(string(msg.Data)))
+			attrs = append(attrs, "request", excerpt.Quote(msg.Data))
 		}
 		s.log.Log(context.Background(), level, "responder: lookup failed", attrs...)
 	}
@@ -150,7 +150,7 @@ func (s *Server) lookup(ctx context.Context, req backend.DHCPRequest) (d backend
 // minus an allowance for the reply's trip back, or the default timeout when
 // the request has no budget. ok is false for a malformed header.
 func (s *Server) budget(h nats.Header) (time.Duration, bool) {
-	v := h.Get(wire.HeaderTimeout)
+	v := h.Get(backend.HeaderTimeout)
 	if v == "" {
 		return s.timeout, true
 	}
@@ -171,30 +171,6 @@ func replyAllowance(d time.Duration) time.Duration {
 	return min(d/20, 50*time.Millisecond)
 }
 
-// truncate cuts s to maxErrorMessage bytes on a rune boundary.
-func truncate(s string) string {
-	if len(s) <= maxErrorMessage {
-		return s
-	}
-	i := maxErrorMessage
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "..."
-}
-
-// tpCarrier hands a traceparent to the OpenTelemetry propagator.
-type tpCarrier string
-
-func (c tpCarrier) Get(key string) string {
-	if key == "traceparent" {
-		return string(c)
-	}
-	return ""
-}
-func (c tpCarrier) Set(string, string) {}
-func (c tpCarrier) Keys() []string     { return []string{"traceparent"} }
-
 // replier encodes and sends replies, reusing buffers.
 type replier struct {
 	source string
@@ -205,13 +181,13 @@ type replier struct {
 
 func (r *replier) init(source string) {
 	r.source = source
-	r.ok = nats.Header{wire.HeaderContentType: {wire.ContentType}}
+	r.ok = nats.Header{backend.HeaderContentType: {backend.ContentType}}
 	r.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 }
 
 // send publishes a response event carrying m to subject. It returns an
 // error matching [backend.ErrTooLarge], without sending, when a success
-// reply exceeds [wire.MaxEventSize].
+// reply exceeds [backend.MaxEventSize].
 func (r *replier) send(nc *nats.Conn, subject, tp string, m *backend.Message) error {
 	bp := r.bufs.Get().(*[]byte)
 	a := wire.Attrs{Source: r.source, Type: backend.ResponseEventType, Time: time.Now(), Traceparent: tp}
@@ -223,15 +199,15 @@ func (r *replier) send(nc *nats.Conn, subject, tp string, m *backend.Message) er
 			r.bufs.Put(bp)
 		}
 	}()
-	if len(data) > wire.MaxEventSize && m.Code == backend.CodeOK {
+	if len(data) > backend.MaxEventSize && m.Error.Code == backend.CodeOK {
 		return fmt.Errorf("%w: reply of %d bytes", backend.ErrTooLarge, len(data))
 	}
 	h := r.ok
-	if m.Code != backend.CodeOK {
+	if m.Error.Code != backend.CodeOK {
 		h = nats.Header{
-			wire.HeaderContentType:      {wire.ContentType},
-			wire.HeaderServiceError:     {m.Message},
-			wire.HeaderServiceErrorCode: {strconv.Itoa(m.Code)},
+			backend.HeaderContentType:      {backend.ContentType},
+			backend.HeaderServiceError:     {m.Error.Message},
+			backend.HeaderServiceErrorCode: {strconv.Itoa(m.Error.Code)},
 		}
 	}
 	return nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: data})

@@ -20,27 +20,8 @@ import (
 )
 
 // Wire constants, the same as package [github.com/tinkerbell/backend/nats]
-// uses.
-const (
-	// DefaultSubject is the subject served when none is configured.
-	DefaultSubject = wire.DefaultSubject
-
-	// HeaderTimeout is the NATS header in which requesters send their
-	// remaining time budget in whole milliseconds.
-	HeaderTimeout = wire.HeaderTimeout
-
-	// HeaderServiceError and HeaderServiceErrorCode are the NATS micro
-	// error headers set on error replies: the error text and its code.
-	HeaderServiceError     = wire.HeaderServiceError
-	HeaderServiceErrorCode = wire.HeaderServiceErrorCode
-)
-
 // Defaults of [Config].
 const (
-	// DefaultQueue is the queue group responders join, so that replicas
-	// share the requests.
-	DefaultQueue = "tinkerbell-dhcp-backend"
-
 	// DefaultMaxConcurrent is the number of backend calls that may run at
 	// once.
 	DefaultMaxConcurrent = 64
@@ -50,7 +31,7 @@ const (
 	DefaultMaxPending = 4096
 
 	// DefaultTimeout bounds a backend call when the request carries no
-	// [HeaderTimeout]. It matches the requester's default timeout.
+	// [backend.HeaderTimeout]. It matches the requester's default timeout.
 	DefaultTimeout = time.Second
 
 	// DefaultSource is the CloudEvents source attribute of replies.
@@ -81,7 +62,7 @@ type Config struct {
 	// goroutines at once.
 	Backend backend.Backend
 
-	// Subject is the subject served; default [DefaultSubject].
+	// Subject is the subject served; default [backend.DefaultSubject].
 	Subject string
 
 	// SubjectPrefix, when set, is prepended to Subject with a dot, as the
@@ -89,7 +70,7 @@ type Config struct {
 	// "site-a.tinkerbell.dhcp.backend").
 	SubjectPrefix string
 
-	// Queue is the queue group joined; default [DefaultQueue]. All
+	// Queue is the queue group joined; default [backend.DefaultQueue]. All
 	// replicas serving one subject should use the same queue group.
 	Queue string
 
@@ -108,7 +89,7 @@ type Config struct {
 	MaxPending int
 
 	// DefaultTimeout bounds a backend call when the request carries no
-	// [HeaderTimeout]; default [DefaultTimeout].
+	// [backend.HeaderTimeout]; default [DefaultTimeout].
 	DefaultTimeout time.Duration
 
 	// Source is the CloudEvents source attribute of replies; default
@@ -203,7 +184,7 @@ func newServer(cfg Config) (*Server, error) {
 	s := &Server{
 		nc:         cfg.Conn,
 		backend:    cfg.Backend,
-		subject:    wire.Subject(cfg.SubjectPrefix, cfg.Subject),
+		subject:    backend.Subject(cfg.SubjectPrefix, cfg.Subject),
 		queue:      cfg.Queue,
 		maxConc:    cfg.MaxConcurrent,
 		maxPending: cfg.MaxPending,
@@ -224,7 +205,7 @@ func newServer(cfg Config) (*Server, error) {
 		return nil, invalid("both Queue %q and NoQueue are set", s.queue)
 	case cfg.NoQueue:
 	case s.queue == "":
-		s.queue = DefaultQueue
+		s.queue = backend.DefaultQueue
 	case strings.ContainsAny(s.queue, " \t\r\n*>"):
 		return nil, invalid("invalid queue group %q", s.queue)
 	}

@@ -156,7 +156,7 @@ func TestErrors(t *testing.T) {
 			answer: func(context.Context) (backend.DHCP, error) {
 				label := strings.Repeat("a", 60)
 				name := label + "." + label + "." + label + "." + label
-				search := make([]string, 300) // 300 × 244 bytes > wire.MaxEventSize
+				search := make([]string, 300) // 300 × 244 bytes > backend.MaxEventSize
 				for i := range search {
 					search[i] = name
 				}
@@ -208,15 +208,15 @@ func TestErrors(t *testing.T) {
 				t.Errorf("Lookup error %v does not match %v", err, c.wantIs)
 			}
 
-			reply := rawRequest(t, nc, responder.DefaultSubject, nil, requestEvent(mac, ""))
+			reply := rawRequest(t, nc, backend.DefaultSubject, nil, requestEvent(mac, ""))
 			_, m, err := wire.DecodeResponse(reply.Data)
 			if err != nil {
 				t.Fatalf("reply is not a response event: %v\n%s", err, reply.Data)
 			}
 			wantHeaders := map[string]string{
-				wire.HeaderContentType:      wire.ContentType,
-				wire.HeaderServiceErrorCode: strconv.Itoa(c.wantCode),
-				wire.HeaderServiceError:     wantMsg,
+				backend.HeaderContentType:      backend.ContentType,
+				backend.HeaderServiceErrorCode: strconv.Itoa(c.wantCode),
+				backend.HeaderServiceError:     wantMsg,
 			}
 			gotHeaders := map[string]string{}
 			for k := range wantHeaders {
@@ -225,7 +225,7 @@ func TestErrors(t *testing.T) {
 			if diff := cmp.Diff(wantHeaders, gotHeaders); diff != "" {
 				t.Errorf("headers (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(backend.Error{Code: c.wantCode, Message: wantMsg}, m.Error); diff != "" {
+			if diff := cmp.Diff(backend.Status{Code: c.wantCode, Message: wantMsg}, m.Error); diff != "" {
 				t.Errorf("event Error (-want +got):\n%s", diff)
 			}
 			if m.MACAddress.String() != c.mac {
@@ -293,21 +293,21 @@ func TestMalformed(t *testing.T) {
 		{name: "bad MAC", data: strings.Replace(good, mac.String(), "52:54:zz:00:03:01", 1), want: `"data.MACAddress"`},
 		{name: "no MAC", data: strings.Replace(good, `"MACAddress":"`+mac.String()+`",`, "", 1), want: `"data.MACAddress": missing`},
 		{name: "data not an object", data: `{"specversion":"1.0","id":"1","source":"/x","type":"` + backend.RequestEventType + `","data":42}`, want: `"data"`},
-		{name: "bad timeout header", data: good, header: nats.Header{wire.HeaderTimeout: {"soon"}}, want: wire.HeaderTimeout},
-		{name: "negative timeout header", data: good, header: nats.Header{wire.HeaderTimeout: {"-5"}}, want: wire.HeaderTimeout},
+		{name: "bad timeout header", data: good, header: nats.Header{backend.HeaderTimeout: {"soon"}}, want: backend.HeaderTimeout},
+		{name: "negative timeout header", data: good, header: nats.Header{backend.HeaderTimeout: {"-5"}}, want: backend.HeaderTimeout},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			reply := rawRequest(t, nc, responder.DefaultSubject, c.header, []byte(c.data))
+			reply := rawRequest(t, nc, backend.DefaultSubject, c.header, []byte(c.data))
 			_, m, err := wire.DecodeResponse(reply.Data)
 			if err != nil {
 				t.Fatalf("reply is not a response event: %v\n%s", err, reply.Data)
 			}
-			if m.Code != backend.CodeBadRequest || !strings.Contains(m.Message, c.want) {
+			if m.Error.Code != backend.CodeBadRequest || !strings.Contains(m.Error.Message, c.want) {
 				t.Errorf("Error = %+v, want code 400 and a message containing %q", m.Error, c.want)
 			}
-			if got := reply.Header.Get(wire.HeaderServiceErrorCode); got != "400" {
-				t.Errorf("%s = %q, want 400", wire.HeaderServiceErrorCode, got)
+			if got := reply.Header.Get(backend.HeaderServiceErrorCode); got != "400" {
+				t.Errorf("%s = %q, want 400", backend.HeaderServiceErrorCode, got)
 			}
 		})
 	}
@@ -336,7 +336,7 @@ func TestNoRespondersLookalike(t *testing.T) {
 	mac := mustMAC(t, "52:54:00:00:03:02")
 	srv := serve(t, responder.Config{Conn: more(), Backend: table{mac.String(): {Hostname: "node-2"}}})
 	for range 2 * responder.DefaultMaxConcurrent {
-		if err := nc.PublishMsg(&nats.Msg{Subject: responder.DefaultSubject, Reply: nc.NewRespInbox(), Header: nats.Header{"Status": {"503"}}}); err != nil {
+		if err := nc.PublishMsg(&nats.Msg{Subject: backend.DefaultSubject, Reply: nc.NewRespInbox(), Header: nats.Header{"Status": {"503"}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -424,12 +424,12 @@ func TestDeadline(t *testing.T) {
 
 	t.Run("no header", func(t *testing.T) {
 		start := time.Now()
-		reply := rawRequest(t, nc, responder.DefaultSubject, nil, requestEvent(mac, ""))
+		reply := rawRequest(t, nc, backend.DefaultSubject, nil, requestEvent(mac, ""))
 		got := <-calls
 		if d := got.deadline.Sub(start.Add(defaultTimeout)); d > tolerance || d < -tolerance {
 			t.Errorf("backend deadline is %v off the default timeout, want within ±%v", d, tolerance)
 		}
-		if code := reply.Header.Get(wire.HeaderServiceErrorCode); code != "503" {
+		if code := reply.Header.Get(backend.HeaderServiceErrorCode); code != "503" {
 			t.Errorf("reply code %q, want 503", code)
 		}
 	})
@@ -474,7 +474,7 @@ func TestTraceContext(t *testing.T) {
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	var ids wire.IDs
 	a := wire.Attrs{Source: "/test", Type: backend.RequestEventType, Traceparent: tp}
-	rawRequest(t, nc, responder.DefaultSubject, nil, wire.AppendRequest(nil, &a, &ids, &backend.DHCPRequest{MACAddress: mac}))
+	rawRequest(t, nc, backend.DefaultSubject, nil, wire.AppendRequest(nil, &a, &ids, &backend.DHCPRequest{MACAddress: mac}))
 	if g := <-got; !g.Equal(want) {
 		t.Errorf("backend span context from the traceparent attribute = %+v, want %+v", g, want)
 	}
@@ -719,7 +719,7 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.PublishMsg(&nats.Msg{Subject: responder.DefaultSubject, Reply: sub.Subject, Data: requestEvent(mustMAC(t, "52:54:00:00:07:01"), "")}); err != nil {
+	if err := nc.PublishMsg(&nats.Msg{Subject: backend.DefaultSubject, Reply: sub.Subject, Data: requestEvent(mustMAC(t, "52:54:00:00:07:01"), "")}); err != nil {
 		t.Fatal(err)
 	}
 	<-running
@@ -817,7 +817,7 @@ func TestSlowConsumer(t *testing.T) {
 	defer close(release)
 	data := requestEvent(mustMAC(t, "52:54:00:00:08:01"), "")
 	for range 10 {
-		if err := nc.PublishRequest(responder.DefaultSubject, nc.NewRespInbox(), data); err != nil {
+		if err := nc.PublishRequest(backend.DefaultSubject, nc.NewRespInbox(), data); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,55 +17,9 @@ import (
 	"unsafe"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/excerpt"
 	"github.com/tinkerbell/backend/internal/jsonx"
 )
-
-// Protocol constants.
-const (
-	// DefaultSubject is the NATS subject lookups are sent to.
-	DefaultSubject = "tinkerbell.dhcp.backend"
-
-	// SpecVersion is the CloudEvents version spoken.
-	SpecVersion = "1.0"
-
-	// ContentType is the NATS Content-Type header value of both messages:
-	// CloudEvents in structured JSON mode.
-	ContentType = "application/cloudevents+json"
-
-	// DataContentType is the datacontenttype attribute of both messages.
-	DataContentType = "application/json"
-
-	// HeaderContentType is the NATS header that carries [ContentType].
-	HeaderContentType = "Content-Type"
-
-	// HeaderTimeout is the NATS header in which the requester sends its
-	// remaining time budget, in whole milliseconds, as a decimal integer.
-	// A relative budget, not a timestamp: clocks on different hosts
-	// disagree.
-	HeaderTimeout = "Tinkerbell-Timeout-Ms"
-
-	// HeaderServiceError and HeaderServiceErrorCode are the NATS micro error
-	// headers: the error text and its numeric code.
-	HeaderServiceError     = "Nats-Service-Error"
-	HeaderServiceErrorCode = "Nats-Service-Error-Code"
-
-	// MaxEventSize is the largest event accepted, in bytes. Real events are
-	// well under 2 KiB.
-	MaxEventSize = 64 << 10
-)
-
-// Subject joins an optional prefix and a subject ("" means
-// [DefaultSubject]) with a dot.
-func Subject(prefix, subject string) string {
-	if subject == "" {
-		subject = DefaultSubject
-	}
-	prefix = strings.TrimSuffix(prefix, ".")
-	if prefix == "" {
-		return subject
-	}
-	return prefix + "." + subject
-}
 
 // ValidSubject reports whether s is a NATS subject a request can be
 // published to: non-empty dot-separated tokens without white space or
@@ -175,7 +129,7 @@ type Event struct {
 // accept any type) and validates its required attributes. Errors match
 // [backend.ErrInvalidMessage]: [*backend.FieldError] names the attribute,
 // [*backend.SyntaxError] reports malformed JSON, and an event larger than
-// [MaxEventSize] matches [backend.ErrTooLarge].
+// [backend.MaxEventSize] matches [backend.ErrTooLarge].
 //
 // Data and string attributes alias b, which must not be modified while the
 // event is in use; so may the strings of a returned error.
@@ -185,8 +139,8 @@ func Decode(b []byte, wantType string) (Event, error) { return decode(b, wantTyp
 // parsed: for callers that decode it strictly afterwards.
 func decode(b []byte, wantType string, loose bool) (Event, error) {
 	var ev Event
-	if len(b) > MaxEventSize {
-		return ev, fmt.Errorf("%w: event of %d bytes exceeds the limit of %d", backend.ErrTooLarge, len(b), MaxEventSize)
+	if len(b) > backend.MaxEventSize {
+		return ev, fmt.Errorf("%w: event of %d bytes exceeds the limit of %d", backend.ErrTooLarge, len(b), backend.MaxEventSize)
 	}
 	var (
 		d                   jsonx.Decoder
@@ -225,7 +179,7 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 			if s, err = attrString(&d, key); err == nil {
 				ev.Time, err = time.Parse(time.RFC3339Nano, s)
 				if err != nil {
-					err = &backend.FieldError{Field: key, Value: trunc(s), Err: errBadTime}
+					err = &backend.FieldError{Field: key, Value: excerpt.Short(s), Err: errBadTime}
 				}
 			}
 		case "traceparent":
@@ -267,8 +221,8 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 	switch {
 	case !seenSpec || spec == "":
 		return Event{}, &backend.FieldError{Field: "specversion", Err: backend.ErrMissing}
-	case spec != SpecVersion:
-		return Event{}, &backend.FieldError{Field: "specversion", Value: trunc(spec), Err: backend.ErrUnexpected}
+	case spec != backend.SpecVersion:
+		return Event{}, &backend.FieldError{Field: "specversion", Value: excerpt.Short(spec), Err: backend.ErrUnexpected}
 	case ev.ID == "":
 		return Event{}, &backend.FieldError{Field: "id", Err: backend.ErrMissing}
 	case ev.Source == "":
@@ -276,9 +230,9 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 	case ev.Type == "":
 		return Event{}, &backend.FieldError{Field: "type", Err: backend.ErrMissing}
 	case wantType != "" && ev.Type != wantType:
-		return Event{}, &backend.FieldError{Field: "type", Value: trunc(ev.Type), Err: backend.ErrUnexpected}
+		return Event{}, &backend.FieldError{Field: "type", Value: excerpt.Short(ev.Type), Err: backend.ErrUnexpected}
 	case seenCtype && !jsonContentType(ctype):
-		return Event{}, &backend.FieldError{Field: "datacontenttype", Value: trunc(ctype), Err: backend.ErrUnexpected}
+		return Event{}, &backend.FieldError{Field: "datacontenttype", Value: excerpt.Short(ctype), Err: backend.ErrUnexpected}
 	case seenData && seenData6:
 		return Event{}, &backend.FieldError{Field: "data_base64", Err: errBothData}
 	}
@@ -286,7 +240,7 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 	case seenData6:
 		raw, err := base64.StdEncoding.DecodeString(data64)
 		if err != nil {
-			return Event{}, &backend.FieldError{Field: "data_base64", Value: trunc(data64), Err: errBase64}
+			return Event{}, &backend.FieldError{Field: "data_base64", Value: excerpt.Short(data64), Err: errBase64}
 		}
 		data = raw
 	case !seenData || dataKind == jsonx.Null:
@@ -303,7 +257,7 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 	var od jsonx.Decoder
 	od.Reset(data)
 	if od.Peek() != jsonx.Object {
-		return Event{}, &backend.FieldError{Field: "data", Value: trunc(string(data)), Err: errNotObject}
+		return Event{}, &backend.FieldError{Field: "data", Value: excerpt.Short(string(data)), Err: errNotObject}
 	}
 	ev.Data = data
 	return ev, nil
@@ -377,14 +331,6 @@ func syntax(err error) error {
 		return &backend.SyntaxError{Offset: se.Offset, Msg: se.Msg}
 	}
 	return err
-}
-
-func trunc(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }
 
 // Reasons for attribute errors that have no sentinel in package backend.

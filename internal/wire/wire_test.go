@@ -141,8 +141,8 @@ func TestSDKAcceptsOurEvents(t *testing.T) {
 	at := time.Date(2026, 11, 23, 15, 31, 0, 123456789, time.UTC)
 	req := backend.DHCPRequest{MACAddress: mac("52:54:00:66:ea:9a"), Traceparent: tp}
 	full := fullMessage()
-	notFound := backend.Message{Error: backend.ErrorOf(backend.ErrNotFound)}
-	weird := backend.Message{DHCP: backend.DHCP{Hostname: "h\"\\\n\u00e9\x01"}, Error: backend.Error{Code: 500, Message: "<&>"}}
+	notFound := backend.Message{Error: backend.StatusOf(backend.ErrNotFound)}
+	weird := backend.Message{DHCP: backend.DHCP{Hostname: "h\"\\\n\u00e9\x01"}, Error: backend.Status{Code: 500, Message: "<&>"}}
 	tests := []struct {
 		name  string
 		attrs Attrs
@@ -370,7 +370,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestDecodeTooLarge(t *testing.T) {
-	big := []byte(`{"specversion":"1.0","id":"1","source":"s","type":"` + backend.ResponseEventType + `","data":{"Hostname":"` + strings.Repeat("a", MaxEventSize) + `"}}`)
+	big := []byte(`{"specversion":"1.0","id":"1","source":"s","type":"` + backend.ResponseEventType + `","data":{"Hostname":"` + strings.Repeat("a", backend.MaxEventSize) + `"}}`)
 	_, err := Decode(big, "")
 	if !errors.Is(err, backend.ErrTooLarge) || !errors.Is(err, backend.ErrInvalidMessage) {
 		t.Fatalf("error = %v, want ErrTooLarge", err)
@@ -392,13 +392,13 @@ func TestDecodeRequestRejectsBadMAC(t *testing.T) {
 
 func TestSubject(t *testing.T) {
 	tests := []struct{ prefix, subject, want string }{
-		{"", "", DefaultSubject},
-		{"site-a", "", "site-a." + DefaultSubject},
+		{"", "", backend.DefaultSubject},
+		{"site-a", "", "site-a." + backend.DefaultSubject},
 		{"site-a.", "x.y", "site-a.x.y"},
 		{"", "custom", "custom"},
 	}
 	for _, tt := range tests {
-		if got := Subject(tt.prefix, tt.subject); got != tt.want {
+		if got := backend.Subject(tt.prefix, tt.subject); got != tt.want {
 			t.Errorf("Subject(%q, %q) = %q, want %q", tt.prefix, tt.subject, got, tt.want)
 		}
 	}
