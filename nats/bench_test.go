@@ -88,7 +88,7 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 				return err
 			}
 			m, err := req.RequestMsg(&nats.Msg{Subject: backend.DefaultSubject, Header: nats.Header{
-				"Content-Type":            {backend.ContentType},
+				"Content-Type":        {backend.ContentType},
 				backend.HeaderTimeout: {strconv.FormatInt(benchTimeout.Milliseconds(), 10)},
 			}, Data: body}, benchTimeout)
 			if err != nil {
