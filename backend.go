@@ -65,6 +65,15 @@ var (
 	// ErrTooLarge means a message exceeded the size limit. It matches
 	// [ErrInvalidMessage] too.
 	ErrTooLarge = fmt.Errorf("%w: too large", ErrInvalidMessage)
+
+	// ErrBadSignature means a requester that trusts signing keys received
+	// a reply that is unsigned, signed by a key it does not trust, or
+	// whose signature does not match the request and the data (see
+	// [SignatureExtension]): someone other than a trusted responder tried
+	// to decide what a machine boots. It deliberately does not match
+	// [ErrInvalidMessage]: the reply is well formed, and the event is a
+	// security alarm, not a peer's bug; [CodeOf] maps it to [CodeInternal].
+	ErrBadSignature = errors.New("backend: reply not signed by a trusted key")
 )
 
 // RemoteError is an error reported by the remote backend on the wire, as a

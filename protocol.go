@@ -61,13 +61,22 @@ const (
 	MaxEventSize = 64 << 10
 
 	// SignatureExtension is the CloudEvents extension attribute of a signed
-	// response event: the unpadded base64url ed25519 (nkeys) signature of
-	// the request event's id, a NUL byte, and the exact bytes of the
-	// response's data.
+	// response event (optional): a JSON string holding the unpadded
+	// base64url (RFC 4648 §5) ed25519 (RFC 8032, as nkeys uses it)
+	// signature of the request event's id attribute (its UTF-8 bytes), one
+	// NUL byte, and the exact bytes of the response's data value. Those
+	// are, for a data member holding a JSON object, the bytes of that
+	// object as they appear in the event, from '{' to the matching '}',
+	// never re-serialised; for data holding a JSON string, its decoded
+	// content; for data_base64, the decoded bytes. A signer writes the data
+	// bytes it signed into the event verbatim. Test vectors:
+	// testdata/signature/vectors.json.
 	SignatureExtension = "tinkerbellsig"
 
 	// SignerExtension is the CloudEvents extension attribute naming the
-	// nkeys public key (a "U…" user key) that made [SignatureExtension].
+	// signer: a JSON string holding its nkeys public key (conventionally a
+	// "U…" user key). A verifier checks it against the keys it trusts
+	// before it checks [SignatureExtension].
 	SignerExtension = "tinkerbellsigner"
 
 	// EventSubject is the root of the subjects that DHCP servers publish

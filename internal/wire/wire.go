@@ -53,6 +53,14 @@ type Attrs struct {
 	Type        string    // required
 	Time        time.Time // optional; zero means absent
 	Traceparent string    // optional distributed-tracing extension
+
+	// Signature and Signer are the extension attributes
+	// [backend.SignatureExtension] and [backend.SignerExtension] of a
+	// signed response (see [Verify]); empty when absent. The encoder
+	// writes them as given, after data; [AppendSignedResponse] computes
+	// them.
+	Signature string
+	Signer    string
 }
 
 // IDs generates event ids: a random per-generator prefix and a counter, so
@@ -82,6 +90,13 @@ func (g *IDs) Next() string { return string(g.Append(make([]byte, 0, 40))) }
 // AppendEvent appends a structured-mode JSON event with attributes a and the
 // JSON object produced by data. If a.ID is empty, an id from ids is used.
 func AppendEvent(dst []byte, a *Attrs, ids *IDs, data func([]byte) []byte) []byte {
+	dst, _ = appendEvent(dst, a, ids, data, "", nil)
+	return dst
+}
+
+// appendEvent is [AppendEvent]; with a signer, it signs requestID and the
+// data bytes and writes the signature attributes instead of a's.
+func appendEvent(dst []byte, a *Attrs, ids *IDs, data func([]byte) []byte, requestID string, s *Signer) ([]byte, error) {
 	dst = append(dst, `{"specversion":"1.0","id":`...)
 	if a.ID == "" {
 		dst = append(dst, '"')
@@ -105,8 +120,26 @@ func AppendEvent(dst []byte, a *Attrs, ids *IDs, data func([]byte) []byte) []byt
 		dst = jsonx.AppendString(dst, a.Traceparent)
 	}
 	dst = append(dst, `,"data":`...)
+	start := len(dst)
 	dst = data(dst)
-	return append(dst, '}')
+	// The signature attributes follow data, so that the signer signs the
+	// data bytes where they lie.
+	if s != nil {
+		end := len(dst)
+		dst = append(dst, `,"`+backend.SignatureExtension+`":"`...)
+		var err error
+		if dst, err = s.AppendSignature(dst, requestID, dst[start:end]); err != nil {
+			return dst, err
+		}
+		dst = append(dst, `","`+backend.SignerExtension+`":`...)
+		dst = jsonx.AppendString(dst, s.pub)
+	} else if a.Signature != "" || a.Signer != "" {
+		dst = append(dst, `,"`+backend.SignatureExtension+`":`...)
+		dst = jsonx.AppendString(dst, a.Signature)
+		dst = append(dst, `,"`+backend.SignerExtension+`":`...)
+		dst = jsonx.AppendString(dst, a.Signer)
+	}
+	return append(dst, '}'), nil
 }
 
 // AppendRequest appends a request event carrying req.
@@ -117,6 +150,13 @@ func AppendRequest(dst []byte, a *Attrs, ids *IDs, req *backend.DHCPRequest) []b
 // AppendResponse appends a response event carrying m.
 func AppendResponse(dst []byte, a *Attrs, ids *IDs, m *backend.Message) []byte {
 	return AppendEvent(dst, a, ids, m.AppendJSON)
+}
+
+// AppendSignedResponse appends a response event carrying m, answering the
+// request whose id attribute is requestID, signed by s (see [Verify]). On
+// error, dst may hold a partial event.
+func AppendSignedResponse(dst []byte, a *Attrs, ids *IDs, m *backend.Message, requestID string, s *Signer) ([]byte, error) {
+	return appendEvent(dst, a, ids, m.AppendJSON, requestID, s)
 }
 
 // Event is a decoded event: its attributes and its data, a JSON object.
@@ -184,6 +224,10 @@ func decode(b []byte, wantType string, loose bool) (Event, error) {
 			}
 		case "traceparent":
 			ev.Traceparent, err = attrString(&d, key)
+		case backend.SignatureExtension:
+			ev.Signature, err = attrString(&d, key)
+		case backend.SignerExtension:
+			ev.Signer, err = attrString(&d, key)
 		case "data":
 			if looseData != nil {
 				// A duplicate key replaces the data object found
