@@ -13,6 +13,7 @@ library (nats-py); this file exists to prove the protocol is simple.
 import base64
 import datetime
 import json
+import re
 import socket
 import sys
 import uuid
@@ -22,6 +23,7 @@ SUBJECT = "tinkerbell.dhcp.backend"
 QUEUE = "tinkerbell-dhcp-backend"
 RESPONSE_TYPE = "org.tinkerbell.dhcp.backend.response"
 REQUEST_TYPE = "org.tinkerbell.dhcp.backend.request"
+MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 
 
 def norm_mac(s):
@@ -71,13 +73,19 @@ def answer(hosts, payload):
         event = json.loads(payload)
         if event.get("specversion") != "1.0" or event.get("type") != REQUEST_TYPE:
             raise ValueError("not a request event")
+        for attr in ("id", "source"):  # required CloudEvents attributes
+            if not isinstance(event.get(attr), str) or not event[attr]:
+                raise ValueError(f"missing attribute {attr}")
         if "data_base64" in event:
             data = json.loads(base64.b64decode(event["data_base64"]))
         elif isinstance(event.get("data"), str):
             data = json.loads(event["data"])
         else:
             data = event["data"]
-        mac = norm_mac(data.get("MACAddress") or data.get("MacAddress"))
+        mac = data.get("MACAddress") or data.get("MacAddress")
+        if not isinstance(mac, str) or not MAC.match(mac):
+            raise ValueError("MACAddress is not a MAC address")
+        mac = norm_mac(mac)
     except Exception as e:  # malformed request: 400
         return {"Error": {"Code": 400, "Message": f"bad request: {e}"}}, 400
     host = hosts.get(mac)
