@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/natstest"
@@ -287,6 +288,8 @@ type breakage struct {
 	base64MAC   bool          // writes MAC addresses in base64
 	ok200       bool          // answers unknown MAC addresses with code 200
 	ignoreDelay time.Duration // takes this long whatever the budget
+	signer      *wire.Signer  // signs replies
+	tamper      bool          // changes the data after signing
 }
 
 // serveBroken serves a deliberately broken responder on the default
@@ -296,7 +299,7 @@ func serveBroken(t *testing.T, nc *nats.Conn, b breakage) {
 	known, _ := net.ParseMAC("52:54:00:66:ea:9a")
 	var ids wire.IDs
 	sub, err := nc.QueueSubscribe(backend.DefaultSubject, backend.DefaultQueue, func(msg *nats.Msg) {
-		_, req, err := wire.DecodeRequest(msg.Data)
+		ev, req, err := wire.DecodeRequest(msg.Data)
 		var m backend.Message
 		switch {
 		case err != nil:
@@ -317,6 +320,12 @@ func serveBroken(t *testing.T, nc *nats.Conn, b breakage) {
 		}
 		a := wire.Attrs{Source: "/broken", Type: backend.ResponseEventType}
 		out := wire.AppendResponse(nil, &a, &ids, &m)
+		if b.signer != nil {
+			out, _ = wire.AppendSignedResponse(nil, &a, &ids, &m, ev.ID, b.signer)
+			if b.tamper {
+				out = bytes.Replace(out, []byte("198.18.0.10"), []byte("198.18.0.66"), 1)
+			}
+		}
 		if b.wrongType {
 			out = bytes.Replace(out, []byte(backend.ResponseEventType), []byte("org.tinkerbell.dhcp.backend.reply"), 1)
 		}
@@ -336,9 +345,11 @@ func serveBroken(t *testing.T, nc *nats.Conn, b breakage) {
 }
 
 func TestBrokenResponders(t *testing.T) {
+	signer, other := newSigner(t), newSigner(t)
 	tests := []struct {
 		name string
 		b    breakage
+		args []string
 		// want maps checks that must fail to the start of their reason;
 		// every other check must pass or be skipped.
 		want map[string]string
@@ -376,6 +387,32 @@ func TestBrokenResponders(t *testing.T) {
 			},
 		},
 		{
+			name: "signed",
+			b:    breakage{signer: signer},
+			args: []string{"-signer", signer.PublicKey()},
+		},
+		{
+			name: "signed by another key",
+			b:    breakage{signer: other},
+			args: []string{"-signer", signer.PublicKey()},
+			want: map[string]string{"signatures": `the signer is not trusted: "` + other.PublicKey() + `"`},
+		},
+		{
+			name: "unsigned",
+			args: []string{"-signer", signer.PublicKey()},
+			want: map[string]string{"signatures": `the reply is not signed`},
+		},
+		{
+			name: "data changed after signing",
+			b:    breakage{signer: signer, tamper: true},
+			want: map[string]string{
+				"signatures":               `the signature does not match`,
+				"answer 52:54:00:66:ea:9a": `wrong answer: IPAddress = "198.18.0.66", want "198.18.0.10"`,
+			},
+			alsoFail: []string{"form ", "budget "},
+			args:     []string{"-want", writeWant(t)},
+		},
+		{
 			name: "ignores the budget",
 			b:    breakage{ignoreDelay: 800 * time.Millisecond},
 			want: map[string]string{
@@ -387,7 +424,7 @@ func TestBrokenResponders(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natstest.Run(t, nil)
 			serveBroken(t, natstest.Connect(t, s), tc.b)
-			code, lines := check(t, "-nats-url", s.ClientURL(), "-mac", "52:54:00:66:ea:9a")
+			code, lines := check(t, append([]string{"-nats-url", s.ClientURL(), "-mac", "52:54:00:66:ea:9a"}, tc.args...)...)
 			wantCode := exitFail
 			if len(tc.want) == 0 {
 				wantCode = exitOK
@@ -410,4 +447,27 @@ func TestBrokenResponders(t *testing.T) {
 			}
 		})
 	}
+}
+
+func newSigner(t *testing.T) *wire.Signer {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := wire.NewSigner(kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writeWant writes the expected answer of the broken responder.
+func writeWant(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "want.json")
+	if err := os.WriteFile(p, []byte(`{"52:54:00:66:ea:9a": {"IPAddress": "198.18.0.10"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
