@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/netnstest"
+	"github.com/tinkerbell/backend/internal/testenv"
 )
 
 var (
@@ -268,14 +268,8 @@ func TestRawRelay(t *testing.T) {
 // TestUdhcpc runs busybox udhcpc, a real third-party client, against the
 // raw-socket server and checks what it would configure.
 func TestUdhcpc(t *testing.T) {
-	netnstest.Require(t)
-	bin, err := exec.LookPath("udhcpc")
-	if err != nil {
-		if os.Getenv(netnstest.EnvRequire) == "1" {
-			t.Fatalf("udhcpc not installed: %v", err)
-		}
-		t.Skipf("udhcpc not installed: %v", err)
-	}
+	testenv.Require(t, testenv.Netns, "udhcpc")
+	udhcpc := testenv.Command(t, "udhcpc") // the udhcpc program or busybox's applet
 	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
 	serveRaw(t, p.A, backendFor(p.B.HardwareAddr))
 
@@ -289,7 +283,7 @@ func TestUdhcpc(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := p.B.NS.Command(ctx, bin, "-i", p.B.Name, "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script)
+	cmd := p.B.NS.Command(ctx, udhcpc[0], append(udhcpc[1:], "-i", p.B.Name, "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, b)
 	}

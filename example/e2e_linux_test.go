@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tinkerbell/backend/internal/netnstest"
+	"github.com/tinkerbell/backend/internal/testenv"
 )
 
 // lockedBuffer collects a child's output for the failure message.
@@ -115,14 +116,8 @@ exit 0
 // variables it handed to its script, or an error when it got no lease.
 func udhcpc(t *testing.T, l netnstest.Link, tries int) (map[string]string, error) {
 	t.Helper()
-	bin, err := exec.LookPath("udhcpc")
-	args := []string{}
-	if err != nil {
-		if bin, err = exec.LookPath("busybox"); err != nil {
-			t.Fatal("neither udhcpc nor busybox is installed (.ci/run installs them)")
-		}
-		args = append(args, "udhcpc")
-	}
+	argv := testenv.Command(t, "udhcpc")
+	bin, args := argv[0], argv[1:]
 	dir := t.TempDir()
 	out := filepath.Join(dir, "lease.env")
 	script := filepath.Join(dir, "script.sh")
@@ -150,7 +145,7 @@ func udhcpc(t *testing.T, l netnstest.Link, tries int) (map[string]string, error
 }
 
 func TestEndToEndWithRealClient(t *testing.T) {
-	netnstest.Require(t)
+	testenv.Require(t, testenv.Netns, "udhcpc")
 	pair := netnstest.NewPair(t, netnstest.PairConfig{AddrA: netip.MustParsePrefix("198.18.0.1/24")})
 	server, client := pair.A, pair.B
 

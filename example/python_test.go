@@ -13,6 +13,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/natstest"
+	"github.com/tinkerbell/backend/internal/testenv"
 	natsbackend "github.com/tinkerbell/backend/nats"
 )
 
@@ -21,10 +22,7 @@ import (
 // looks up through the Go requester: the wire documentation is enough for
 // another language.
 func TestPythonResponder(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Fatal("python3 is not installed (.ci/run installs it)")
-	}
+	py := testenv.Command(t, "python3")[0]
 	hosts := filepath.Join(t.TempDir(), "hosts.json")
 	if err := os.WriteFile(hosts, []byte(`{"hosts": {"52:54:00:66:EA:9A": {
 		"IPAddress": "198.18.0.10", "SubnetMask": "255.255.255.0", "DefaultGateway": "198.18.0.1",

@@ -5,10 +5,12 @@
 // commands and Go code run inside a namespace, and everything removed by
 // t.Cleanup, also when the test fails.
 //
-// Creating namespaces needs root. Call [Require] first: it skips the test
-// when namespaces cannot be created, unless the environment variable
-// BACKEND_REQUIRE_NETNS=1 is set (CI sets it), in which case it fails the
-// test, so that a CI run never passes by silently skipping.
+// Creating namespaces needs root. Call [Require] (or [testenv.Require] with
+// [testenv.Netns] and the programs the test runs) first, before any setup:
+// it skips the test when namespaces cannot be created, unless the
+// environment variable BACKEND_REQUIRE_NETNS=1 is set (CI sets it), in
+// which case it fails the test, so that a CI run never passes by silently
+// skipping.
 //
 // Names are unique per process and call (process id + counter): namespaces
 // are called "nt<pid>-<n>" and veth interfaces "nt<pid>a<n>" and
@@ -29,11 +31,13 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/tinkerbell/backend/internal/testenv"
 )
 
 // EnvRequire is the environment variable that turns [Require]'s skip into a
-// failure when set to "1".
-const EnvRequire = "BACKEND_REQUIRE_NETNS"
+// failure when set to "1"; it is [testenv.EnvRequire].
+const EnvRequire = testenv.EnvRequire
 
 // TestNet is the only address block this package hands out (RFC 2544
 // benchmarking addresses, never routed on the Internet).
@@ -47,32 +51,12 @@ func next() string {
 
 // Require skips tb unless this process can create network namespaces
 // (root, the ip command, a working "ip netns add"). When [EnvRequire] is
-// "1", it fails tb instead of skipping.
+// "1", it fails tb instead of skipping. It is testenv.Require(tb,
+// testenv.Netns); tests that need more (udhcpc, python3) call
+// [testenv.Require] with everything at once.
 func Require(tb testing.TB) {
 	tb.Helper()
-	if err := probe(); err != nil {
-		if os.Getenv(EnvRequire) == "1" {
-			tb.Fatalf("netnstest: network namespaces unavailable and %s=1: %v", EnvRequire, err)
-		}
-		tb.Skipf("netnstest: network namespaces unavailable (set %s=1 to fail instead): %v", EnvRequire, err)
-	}
-}
-
-func probe() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("not root (euid %d)", os.Geteuid())
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return err
-	}
-	name := "ntprobe" + next()
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add: %v: %s", err, bytes.TrimSpace(out))
-	}
-	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del: %v: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
+	testenv.Require(tb, testenv.Netns)
 }
 
 // Namespace is a named network namespace created by [NewNamespace].
