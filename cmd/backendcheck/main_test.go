@@ -24,6 +24,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/natstest"
+	"github.com/tinkerbell/backend/internal/testenv"
 	"github.com/tinkerbell/backend/internal/wire"
 	"github.com/tinkerbell/backend/responder"
 )
@@ -156,25 +157,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// requireTool returns the path of an external tool; without it, the test
-// is skipped, or fails when BACKEND_REQUIRE_NETNS=1 (as in CI, which
-// installs it).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BACKEND_REQUIRE_NETNS") == "1" {
-			t.Fatalf("%s is not installed (CI installs it)", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
-
 // TestPythonResponder runs the command against the standard-library
 // Python responder.
 func TestPythonResponder(t *testing.T) {
-	py := requireTool(t, "python3")
+	py := testenv.Command(t, "python3")[0]
 	s := natstest.Run(t, nil)
 	hosts := writeHosts(t)
 	cmd := exec.Command(py, filepath.Join("..", "..", "example", "python", "responder.py"), s.ClientURL(), hosts)
