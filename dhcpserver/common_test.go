@@ -123,7 +123,7 @@ func testConfig(b backend.Backend) Config {
 	return Config{
 		Backend:    b,
 		ServerAddr: serverIP,
-		Netboot: Netboot{
+		Netboot: NetbootConfig{
 			HTTPBaseURL: mustURL("http://198.18.0.1:8080/ipxe/"),
 		},
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"time"
@@ -33,7 +34,7 @@ const (
 )
 
 // DefaultBinaries maps client architectures (DHCP option 93, RFC 4578 and
-// the IANA registry) to iPXE binaries. It is what [Netboot].Binaries
+// the IANA registry) to iPXE binaries. It is what [NetbootConfig].Binaries
 // defaults to; an architecture missing from the map gets no boot file.
 func DefaultBinaries() map[iana.Arch]string {
 	return map[iana.Arch]string{
@@ -49,8 +50,9 @@ func DefaultBinaries() map[iana.Arch]string {
 	}
 }
 
-// Config configures a [Server]. Backend and ServerAddr are required; every
-// other zero field takes the documented default.
+// Config configures a [Server]. Backend is required, and ServerAddr unless
+// it can be taken from Interface or UDPAddr; every other zero field takes
+// the documented default.
 //
 // The server runs in one of two modes:
 //
@@ -60,7 +62,7 @@ func DefaultBinaries() map[iana.Arch]string {
 //     client that has no address yet (without ARP). This is the mode for
 //     real networks. Frames that the interface hands up for another host
 //     (promiscuous mode) or for a VLAN interface on top of it are ignored.
-//   - UDP mode (UDPAddr set, or [Server.ServeConn] with a socket of your
+//   - UDP mode (UDPAddr set, or [Server.Serve] with a socket of your
 //     own): a plain UDP socket, no privileges needed beyond the port. A
 //     relayed request (giaddr set) is answered at giaddr:67; every other
 //     request is answered at the source address and port it came from, so
@@ -73,16 +75,19 @@ type Config struct {
 	Backend backend.Backend
 
 	// ServerAddr is the server identifier (option 54) and the IPv4 source
-	// address of replies. Required. In raw mode it should be an address of
-	// Interface.
+	// address of raw-mode replies. In raw mode it should be an address of
+	// Interface. Zero means the first IPv4 address of Interface (looked
+	// up by New, in the caller's network namespace), else the address of
+	// UDPAddr if it is not 0.0.0.0; New fails when there is neither.
 	ServerAddr netip.Addr
 
 	// Interface selects raw mode on the named network interface.
 	Interface string
 
-	// UDPAddr selects UDP mode on this address, such as 0.0.0.0:67 or
-	// 127.0.0.1:0 (a random port; see [Server.Addr]). It must be unset in
-	// raw mode.
+	// UDPAddr selects UDP mode on this address for
+	// [Server.ListenAndServe], such as 0.0.0.0:67. It must be unset in raw
+	// mode. To know the port of 127.0.0.1:0, open the socket yourself and
+	// pass it to [Server.Serve].
 	UDPAddr netip.AddrPort
 
 	// LookupTimeout bounds each Backend lookup. Zero means
@@ -100,7 +105,7 @@ type Config struct {
 	MaxConcurrent int
 
 	// Netboot configures PXE and iPXE clients.
-	Netboot Netboot
+	Netboot NetbootConfig
 
 	// TracerProvider, when set, starts a span around each Backend lookup.
 	// Whether set or not, a valid span context in the lookup's context
@@ -113,7 +118,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Netboot configures how the server answers PXE, iPXE and UEFI HTTP boot
+// NetbootConfig configures how the server answers PXE, iPXE and UEFI HTTP boot
 // clients whose reservation allows netboot.
 //
 // What a netboot client gets (as the Tinkerbell DHCP server does it):
@@ -138,7 +143,7 @@ type Config struct {
 // client, an unknown architecture, or a missing URL for the client's boot
 // method: the client gets its address and configuration only, with an
 // empty file field, siaddr 0.0.0.0 and no options 43, 60 or 175.
-type Netboot struct {
+type NetbootConfig struct {
 	// NextServer is sent as siaddr (the TFTP server of PXE ROMs). Zero
 	// means the host of TFTPBaseURL if it is an IPv4 address, otherwise
 	// [Config].ServerAddr.
@@ -186,39 +191,12 @@ var errConfig = backend.ErrInvalidConfig
 
 func (c Config) validate() (*config, error) {
 	out := &config{Config: c}
-	if c.Backend == nil {
-		return nil, fmt.Errorf("%w: dhcpserver: Backend is required", errConfig)
-	}
-	if !c.ServerAddr.Is4() {
-		return nil, fmt.Errorf("%w: dhcpserver: ServerAddr %v is not an IPv4 address", errConfig, c.ServerAddr)
-	}
-	if c.ServerAddr.IsUnspecified() || c.ServerAddr.IsMulticast() || c.ServerAddr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		// Option 54 and the source of replies: a unicast address of ours.
-		return nil, fmt.Errorf("%w: dhcpserver: ServerAddr %v is not a unicast address", errConfig, c.ServerAddr)
-	}
-	if c.Interface != "" && c.UDPAddr.IsValid() {
-		return nil, fmt.Errorf("%w: dhcpserver: set Interface (raw mode) or UDPAddr (UDP mode), not both", errConfig)
-	}
-	if c.UDPAddr.IsValid() && !c.UDPAddr.Addr().Unmap().Is4() {
-		return nil, fmt.Errorf("%w: dhcpserver: UDPAddr %v is not IPv4", errConfig, c.UDPAddr)
-	}
-	if c.LookupTimeout < 0 || c.DefaultLeaseTime < 0 || c.MaxConcurrent < 0 {
-		return nil, fmt.Errorf("%w: dhcpserver: negative LookupTimeout, DefaultLeaseTime or MaxConcurrent", errConfig)
-	}
-	if out.LookupTimeout == 0 {
-		out.LookupTimeout = DefaultLookupTimeout
-	}
-	lease := c.DefaultLeaseTime
-	if lease == 0 {
-		lease = DefaultLeaseTime
-	}
-	if lease < time.Second || lease/time.Second > 0xffffffff {
-		return nil, fmt.Errorf("%w: dhcpserver: DefaultLeaseTime %v out of range", errConfig, c.DefaultLeaseTime)
-	}
-	out.lease = uint32(lease / time.Second)
-	out.maxInFlight = c.MaxConcurrent
-	if out.maxInFlight == 0 {
-		out.maxInFlight = DefaultMaxConcurrent
+	for _, check := range []func(*config) error{
+		checkBackend, checkServerAddr, checkMode, checkLimits, checkNetbootURLs, checkNetboot,
+	} {
+		if err := check(out); err != nil {
+			return nil, fmt.Errorf("%w: dhcpserver: %w", errConfig, err)
+		}
 	}
 	if c.TracerProvider != nil {
 		out.tracer = c.TracerProvider.Tracer("github.com/tinkerbell/backend/dhcpserver")
@@ -227,7 +205,82 @@ func (c Config) validate() (*config, error) {
 	if out.logger == nil {
 		out.logger = slog.New(slog.DiscardHandler)
 	}
+	return out, nil
+}
 
+func checkBackend(c *config) error {
+	if c.Backend == nil {
+		return errors.New("Backend is required")
+	}
+	return nil
+}
+
+// checkServerAddr defaults ServerAddr (from Interface, else UDPAddr) and
+// checks that it is a unicast IPv4 address: option 54 and the source of
+// replies.
+func checkServerAddr(c *config) error {
+	if !c.ServerAddr.IsValid() {
+		switch {
+		case c.Interface != "":
+			ifi, err := net.InterfaceByName(c.Interface)
+			if err != nil {
+				return fmt.Errorf("ServerAddr not set, and %w", err)
+			}
+			if c.ServerAddr, err = interfaceAddr(ifi); err != nil {
+				return fmt.Errorf("ServerAddr not set, and %w", err)
+			}
+		case c.UDPAddr.IsValid() && !c.UDPAddr.Addr().IsUnspecified():
+			c.ServerAddr = c.UDPAddr.Addr().Unmap()
+		default:
+			return errors.New("ServerAddr is required unless Interface (or UDPAddr) names an IPv4 address")
+		}
+	}
+	c.ServerAddr = c.ServerAddr.Unmap()
+	if !c.ServerAddr.Is4() {
+		return fmt.Errorf("ServerAddr %v is not an IPv4 address", c.ServerAddr)
+	}
+	if c.ServerAddr.IsUnspecified() || c.ServerAddr.IsMulticast() || c.ServerAddr == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("ServerAddr %v is not a unicast address", c.ServerAddr)
+	}
+	return nil
+}
+
+func checkMode(c *config) error {
+	if c.Interface != "" && c.UDPAddr.IsValid() {
+		return errors.New("set Interface (raw mode) or UDPAddr (UDP mode), not both")
+	}
+	if c.UDPAddr.IsValid() && !c.UDPAddr.Addr().Unmap().Is4() {
+		return fmt.Errorf("UDPAddr %v is not IPv4", c.UDPAddr)
+	}
+	return nil
+}
+
+// checkLimits checks and defaults the durations and sizes.
+func checkLimits(c *config) error {
+	if c.LookupTimeout < 0 || c.DefaultLeaseTime < 0 || c.MaxConcurrent < 0 {
+		return errors.New("negative LookupTimeout, DefaultLeaseTime or MaxConcurrent")
+	}
+	if c.LookupTimeout == 0 {
+		c.LookupTimeout = DefaultLookupTimeout
+	}
+	lease := c.DefaultLeaseTime
+	if lease == 0 {
+		lease = DefaultLeaseTime
+	}
+	if lease < time.Second || lease/time.Second > 0xffffffff {
+		return fmt.Errorf("DefaultLeaseTime %v out of range", c.DefaultLeaseTime)
+	}
+	c.lease = uint32(lease / time.Second)
+	c.maxInFlight = c.MaxConcurrent
+	if c.maxInFlight == 0 {
+		c.maxInFlight = DefaultMaxConcurrent
+	}
+	return nil
+}
+
+// checkNetbootURLs checks that the configured URLs are absolute URLs of a
+// scheme their clients can use.
+func checkNetbootURLs(c *config) error {
 	nb := c.Netboot
 	for _, u := range []struct {
 		name  string
@@ -238,51 +291,55 @@ func (c Config) validate() (*config, error) {
 		{"Netboot.HTTPBaseURL", nb.HTTPBaseURL, []string{"http", "https"}},
 		{"Netboot.IPXEScriptURL", nb.IPXEScriptURL, []string{"http", "https", "tftp"}},
 	} {
-		if u.u == nil {
-			continue
-		}
-		if u.u.Host == "" || !contains(u.allow, u.u.Scheme) {
-			return nil, fmt.Errorf("%w: dhcpserver: %s %q is not an absolute %v URL", errConfig, u.name, u.u, u.allow)
+		if u.u != nil && (u.u.Host == "" || !contains(u.allow, u.u.Scheme)) {
+			return fmt.Errorf("%s %q is not an absolute %v URL", u.name, u.u, u.allow)
 		}
 	}
-	out.nextServer = nb.NextServer
-	if out.nextServer.IsValid() && !out.nextServer.Is4() {
-		return nil, fmt.Errorf("%w: dhcpserver: Netboot.NextServer %v is not IPv4", errConfig, nb.NextServer)
+	return nil
+}
+
+// checkNetboot derives next-server, the base URLs, the binaries and the
+// user class from Netboot.
+func checkNetboot(c *config) error {
+	nb := c.Netboot
+	c.nextServer = nb.NextServer
+	if c.nextServer.IsValid() && !c.nextServer.Is4() {
+		return fmt.Errorf("Netboot.NextServer %v is not IPv4", nb.NextServer)
 	}
-	if !out.nextServer.IsValid() && nb.TFTPBaseURL != nil {
+	if !c.nextServer.IsValid() && nb.TFTPBaseURL != nil {
 		if a, err := netip.ParseAddr(nb.TFTPBaseURL.Hostname()); err == nil && a.Is4() {
-			out.nextServer = a
+			c.nextServer = a
 		}
 	}
-	if !out.nextServer.IsValid() {
-		out.nextServer = c.ServerAddr
+	if !c.nextServer.IsValid() {
+		c.nextServer = c.ServerAddr
 	}
 	switch {
 	case nb.TFTPBaseURL != nil:
-		out.tftpBase = trimSlash(nb.TFTPBaseURL.String())
+		c.tftpBase = trimSlash(nb.TFTPBaseURL.String())
 	case nb.HTTPBaseURL == nil:
-		out.tftpBase = "tftp://" + out.nextServer.String()
+		c.tftpBase = "tftp://" + c.nextServer.String()
 	}
 	if nb.HTTPBaseURL != nil {
-		out.httpBase = trimSlash(nb.HTTPBaseURL.String())
+		c.httpBase = trimSlash(nb.HTTPBaseURL.String())
 	}
-	out.binaries = nb.Binaries
-	if out.binaries == nil {
-		out.binaries = DefaultBinaries()
+	c.binaries = nb.Binaries
+	if c.binaries == nil {
+		c.binaries = DefaultBinaries()
 	}
-	for arch, name := range out.binaries {
+	for arch, name := range c.binaries {
 		if name == "" || len(name) > 100 {
-			return nil, fmt.Errorf("%w: dhcpserver: Netboot.Binaries[%d] = %q: empty or too long", errConfig, arch, name)
+			return fmt.Errorf("Netboot.Binaries[%d] = %q: empty or too long", arch, name)
 		}
 	}
-	out.userClass = nb.UserClass
-	if out.userClass == "" {
-		out.userClass = DefaultUserClass
+	c.userClass = nb.UserClass
+	if c.userClass == "" {
+		c.userClass = DefaultUserClass
 	}
 	if nb.IPXEScriptURL != nil {
-		out.defaultPXE = nb.IPXEScriptURL.String()
+		c.defaultPXE = nb.IPXEScriptURL.String()
 	}
-	return out, nil
+	return nil
 }
 
 func contains(list []string, s string) bool {
@@ -301,6 +358,6 @@ func trimSlash(s string) string {
 	return s
 }
 
-// ErrUnsupported is returned by [Server.Serve] for raw mode on systems
-// other than Linux.
+// ErrUnsupported is returned by [ListenRaw] and [Server.ListenAndServe]
+// for raw mode on systems other than Linux.
 var ErrUnsupported = errors.New("dhcpserver: raw mode is only supported on Linux")

@@ -16,8 +16,10 @@
 // client; a Backend error or timeout gets none either, and is logged. Each
 // lookup has a deadline ([Config].LookupTimeout) well under the ~4 s after
 // which clients retransmit, and concurrent requests for one MAC address
-// (retransmissions, DISCOVER then REQUEST) share one lookup. A RELEASE or
-// DECLINE naming another server (option 54) is ignored.
+// (retransmissions, DISCOVER then REQUEST) share one lookup
+// (golang.org/x/sync/singleflight), each waiting only as long as its own
+// context allows. A RELEASE or DECLINE naming another server (option 54)
+// is ignored.
 //
 // Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as
 // RFC 3397 asks) from the reservation, 54 (the server identifier), 58 and
@@ -29,7 +31,7 @@
 // option 55 before those it did), and a reply whose essential options do
 // not fit is not sent rather than sent corrupt.
 //
-// Netboot follows the Tinkerbell DHCP server; see [Netboot].
+// Netboot follows the Tinkerbell DHCP server; see [NetbootConfig].
 //
 // Reply addressing is RFC 2131 §4.1: to the relay (giaddr:67) if there is
 // one, else to ciaddr:68 if set, else broadcast if the client set the
@@ -38,23 +40,32 @@
 //
 // # Sockets
 //
-// Raw mode ([Config].Interface, Linux only) reads requests on one interface
-// through an AF_PACKET socket with a BPF filter for UDP port 67 and writes
-// replies as whole Ethernet frames from [Config].ServerAddr, on the same
-// interface. UDP mode ([Config].UDPAddr or [Server.ServeConn]) needs no
+// Raw mode ([ListenRaw], or [Config].Interface; Linux only) reads requests
+// on one interface through an AF_PACKET socket with a BPF filter for UDP
+// port 67 and writes replies as whole Ethernet frames from
+// [Config].ServerAddr (by default the interface's first IPv4 address), on
+// the same interface. It also binds a UDP socket to port 67 on that
+// interface and never reads it, so that the kernel does not answer unicast
+// RENEW and RELEASE packets with ICMP port unreachable. UDP mode
+// ([Config].UDPAddr, or [Server.Serve] with a socket of your own) needs no
 // privileges; see [Config] for its limits. Packets are handled by
 // [Config].MaxConcurrent workers with reused buffers; malformed packets,
 // BOOTREPLY packets, other hardware types and oversize packets are dropped
 // and counted ([Server.Stats]).
 //
-// The lifecycle is that of net/http: [Server.Serve] blocks until
-// [Server.Shutdown] (which lets the packets being handled be answered) or
-// [Server.Close], then returns [ErrServerClosed].
+// The lifecycle is that of net/http: [New] validates the configuration;
+// [Server.Serve] serves a socket the caller opened ([ListenRaw], or any
+// [net.PacketConn] such as a *net.UDPConn), so the server is ready as soon
+// as the socket is open, or [Server.ListenAndServe] opens the one the
+// configuration names. Serve blocks until [Server.Shutdown] (which lets the
+// packets being handled be answered, and returns the context's error if
+// they outlast it) or [Server.Close] (which stops now), then returns
+// [ErrServerClosed].
 //
 // # Testing without root
 //
 // [Server.Handle] answers one parsed request without any socket, and
-// [Server.ServeConn] serves a UDP socket of your own: on loopback, a client
+// [Server.Serve] serves a UDP socket of your own: on loopback, a client
 // that sends requests (giaddr zero) from any local port gets its replies
 // back at that address and port.
 package dhcpserver

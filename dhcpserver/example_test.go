@@ -40,7 +40,7 @@ func Example() {
 		panic(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeConn(conn) }()
+	go func() { served <- srv.Serve(conn) }()
 	defer func() {
 		srv.Shutdown(context.Background())
 		<-served

@@ -1,14 +1,14 @@
 package dhcpserver
 
+// The RFC 2131 logic: which requests get which reply, with which header
+// fields and options, sent where. The bytes are written by encode.go.
+
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"net/netip"
-	"slices"
-	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -37,293 +37,6 @@ const (
 type Destination struct {
 	Addr netip.AddrPort // IPv4 destination address and UDP port
 	Link Link           // Ethernet destination
-}
-
-// Options the server sends, and their importance when a reply must shrink
-// to fit the size limit: lower goes first. Negative = never dropped.
-const (
-	prioMandatory = -1
-	prioRequested = 100 // added when the client asked for the option (55)
-)
-
-func importance(code uint8) int {
-	switch code {
-	case 1:
-		return 60
-	case 3:
-		return 55
-	case 6:
-		return 50
-	case 43, 60:
-		return 45
-	case 58, 59:
-		return 40
-	case 15:
-		return 35
-	case 12:
-		return 30
-	case 28:
-		return 25
-	case 175:
-		return 20
-	case 42:
-		return 15
-	case 119:
-		return 10
-	}
-	return 0
-}
-
-// scratch is the reusable state of one worker: reply options, their bytes
-// and the wire buffer. Nothing in it outlives the handling of one packet.
-type scratch struct {
-	opts  []opt
-	arena []byte
-	out   []byte // headroom for Ethernet/IPv4/UDP headers, then the DHCP payload
-	sfx   []suffix
-	// header fields of the reply
-	yiaddr, siaddr [4]byte
-	ciaddr         [4]byte
-	flags          uint16
-	file           string
-}
-
-type opt struct {
-	code     uint8
-	prio     int16
-	off, end int32
-}
-
-type suffix struct {
-	off  int
-	name string
-}
-
-const (
-	headroom   = 14 + 20 + 8 // Ethernet, IPv4 and UDP headers
-	maxPayload = 1500 - 28   // Ethernet MTU minus IPv4 and UDP headers
-	dhcpHeader = 236 + 4     // fixed header and magic cookie
-)
-
-func newScratch() *scratch {
-	return &scratch{
-		opts:  make([]opt, 0, 24),
-		arena: make([]byte, 0, 2048),
-		out:   make([]byte, headroom+maxPayload),
-		sfx:   make([]suffix, 0, 16),
-	}
-}
-
-func (sc *scratch) reset() {
-	sc.opts = sc.opts[:0]
-	sc.arena = sc.arena[:0]
-	sc.sfx = sc.sfx[:0]
-	sc.yiaddr, sc.siaddr, sc.ciaddr = [4]byte{}, [4]byte{}, [4]byte{}
-	sc.flags = 0
-	sc.file = ""
-}
-
-// add appends an option whose value is val.
-func (sc *scratch) add(code uint8, prio int, val ...byte) {
-	off := len(sc.arena)
-	sc.arena = append(sc.arena, val...)
-	sc.opts = append(sc.opts, opt{code: code, prio: int16(prio), off: int32(off), end: int32(len(sc.arena))})
-}
-
-// begin and commit bracket an option whose value is appended to sc.arena
-// in between.
-func (sc *scratch) begin() int { return len(sc.arena) }
-
-func (sc *scratch) commit(code uint8, prio int, off int) {
-	if len(sc.arena) == off {
-		return
-	}
-	sc.opts = append(sc.opts, opt{code: code, prio: int16(prio), off: int32(off), end: int32(len(sc.arena))})
-}
-
-func (sc *scratch) addAddrs(code uint8, prio int, addrs ...netip.Addr) {
-	off := sc.begin()
-	for _, a := range addrs {
-		if a = a.Unmap(); a.Is4() {
-			b := a.As4()
-			sc.arena = append(sc.arena, b[:]...)
-		}
-	}
-	sc.commit(code, prio, off)
-}
-
-func (sc *scratch) addUint32(code uint8, prio int, v uint32) {
-	off := sc.begin()
-	sc.arena = binary.BigEndian.AppendUint32(sc.arena, v)
-	sc.commit(code, prio, off)
-}
-
-func (sc *scratch) addString(code uint8, prio int, s string) {
-	off := sc.begin()
-	sc.arena = append(sc.arena, s...)
-	sc.commit(code, prio, off)
-}
-
-// addSearch appends option 119 in the RFC 1035 compressed encoding that
-// RFC 3397 asks for; pointers are relative to the start of the option data.
-func (sc *scratch) addSearch(prio int, domains []string) {
-	off := sc.begin()
-	sc.sfx = sc.sfx[:0]
-	for _, d := range domains {
-		name := strings.TrimSuffix(d, ".")
-		if !dnsName(name) {
-			continue // not encodable as the name it claims to be
-		}
-		first := len(sc.sfx)
-		for {
-			if p, ok := sc.findSuffix(name); ok {
-				sc.arena = append(sc.arena, 0xc0|byte(p>>8), byte(p))
-				// Never point at a sequence that ends in a pointer: nested
-				// pointers are valid RFC 1035, but common decoders (the
-				// insomniacslk rfc1035label package, used by u-root's
-				// client) reject them.
-				sc.sfx = sc.sfx[:first]
-				break
-			}
-			if p := len(sc.arena) - off; p < 0x4000 {
-				sc.sfx = append(sc.sfx, suffix{off: p, name: name})
-			}
-			label, rest, _ := strings.Cut(name, ".")
-			sc.arena = append(sc.arena, byte(len(label)))
-			sc.arena = append(sc.arena, label...)
-			if rest == "" {
-				sc.arena = append(sc.arena, 0)
-				break
-			}
-			name = rest
-		}
-	}
-	sc.commit(119, prio, off)
-}
-
-// dnsName reports whether name (without its trailing dot) can be encoded
-// as an RFC 1035 name: at most 253 bytes, labels of 1 to 63 bytes.
-func dnsName(name string) bool {
-	if name == "" || len(name) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-	}
-	return true
-}
-
-func (sc *scratch) findSuffix(name string) (int, bool) {
-	for _, s := range sc.sfx {
-		if strings.EqualFold(s.name, name) {
-			return s.off, true
-		}
-	}
-	return 0, false
-}
-
-// marshal writes the reply to sc.out after the header room, dropping the
-// least important options until the packet fits in limit bytes. It
-// returns the DHCP payload, or nil when even the mandatory options do not
-// fit.
-func (sc *scratch) marshal(req *dhcpv4.DHCPv4, limit int) []byte {
-	size := dhcpHeader + 1 // End
-	for _, o := range sc.opts {
-		size += optLen(o)
-	}
-	for size > limit {
-		i := -1
-		for j, o := range sc.opts {
-			if o.prio >= 0 && (i < 0 || o.prio < sc.opts[i].prio) {
-				i = j
-			}
-		}
-		if i < 0 {
-			return nil
-		}
-		size -= optLen(sc.opts[i])
-		sc.opts = append(sc.opts[:i], sc.opts[i+1:]...)
-	}
-
-	b := sc.out[headroom:headroom]
-	b = append(b, 2, byte(req.HWType), byte(len(req.ClientHWAddr)), 0)
-	b = append(b, req.TransactionID[:]...)
-	b = append(b, 0, 0) // secs
-	b = binary.BigEndian.AppendUint16(b, sc.flags)
-	b = append(b, sc.ciaddr[:]...)
-	b = append(b, sc.yiaddr[:]...)
-	b = append(b, sc.siaddr[:]...)
-	b = append(b, ip4(req.GatewayIPAddr)...)
-	var chaddr [16]byte
-	copy(chaddr[:], req.ClientHWAddr)
-	b = append(b, chaddr[:]...)
-	var zero [128]byte
-	b = append(b, zero[:64]...) // sname
-	n := len(b)
-	b = append(b, zero[:]...) // file
-	copy(b[n:n+127], sc.file)
-	b = append(b, 99, 130, 83, 99)
-	// 53 and 54 first, 82 last (RFC 3046 §2.1), the rest in code order.
-	slices.SortStableFunc(sc.opts, func(a, b opt) int { return cmp.Compare(rank(a.code), rank(b.code)) })
-	for _, o := range sc.opts {
-		b = appendOpt(b, o.code, sc.arena[o.off:o.end])
-	}
-	b = append(b, 255)
-	for len(b) < 300 { // BOOTP minimum, which some relays insist on
-		b = append(b, 0)
-	}
-	return b
-}
-
-func rank(code uint8) int {
-	switch code {
-	case 53:
-		return 0
-	case 54:
-		return 1
-	case 82:
-		return 1000
-	}
-	return int(code) + 2
-}
-
-func optLen(o opt) int {
-	n := int(o.end - o.off)
-	return n + 2*max(1, (n+254)/255)
-}
-
-// appendOpt appends one option, split into several instances when longer
-// than 255 bytes (RFC 3396).
-func appendOpt(b []byte, code uint8, v []byte) []byte {
-	for {
-		n := min(len(v), 255)
-		b = append(b, code, byte(n))
-		b = append(b, v[:n]...)
-		v = v[n:]
-		if len(v) == 0 {
-			return b
-		}
-	}
-}
-
-func ip4(ip []byte) []byte {
-	switch len(ip) {
-	case 4:
-		return ip
-	case 16:
-		return ip[12:]
-	}
-	return []byte{0, 0, 0, 0}
-}
-
-func addr4(ip []byte) netip.Addr {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Addr{}
-	}
-	return a.Unmap()
 }
 
 // sizeLimit is the largest DHCP payload the client accepts: option 57
@@ -358,134 +71,231 @@ type result struct {
 	drop    DropReason
 }
 
+func silent(r DropReason) result { return result{drop: r} }
+
 // handle answers one parsed request, writing the reply into sc.
 func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
 	sc.reset()
+	typ, drop := classify(req)
+	if drop != "" {
+		return silent(drop)
+	}
+	s.stats.received[typ].Add(1)
+	switch typ {
+	case dhcpv4.MessageTypeDiscover:
+		return s.handleDiscover(ctx, sc, req)
+	case dhcpv4.MessageTypeRequest:
+		return s.handleRequest(ctx, sc, req)
+	case dhcpv4.MessageTypeInform:
+		return s.handleInform(ctx, sc, req)
+	case dhcpv4.MessageTypeRelease:
+		return s.handleRelease(req)
+	default: // dhcpv4.MessageTypeDecline, as classify allows no other
+		return s.handleDecline(req)
+	}
+}
+
+// classify checks the fixed header and returns the message type of a
+// request the server handles, or why it does not.
+func classify(req *dhcpv4.DHCPv4) (dhcpv4.MessageType, DropReason) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest {
-		return result{drop: DropNotRequest}
+		return 0, DropNotRequest
 	}
 	if req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
-		return result{drop: DropHardware}
+		return 0, DropHardware
 	}
 	mt := get(req, dhcpv4.OptionDHCPMessageType)
 	if len(mt) != 1 {
-		return result{drop: DropMessageType}
+		return 0, DropMessageType
 	}
-	typ := dhcpv4.MessageType(mt[0])
-	switch typ {
+	switch typ := dhcpv4.MessageType(mt[0]); typ {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform,
 		dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
-	default:
-		return result{drop: DropMessageType}
+		return typ, ""
 	}
-	s.stats.received[typ].Add(1)
+	return 0, DropMessageType
+}
 
-	ciaddr := addr4(req.ClientIPAddr)
-	var state requestState
-	requestedIP := netip.Addr{}
-	if v := get(req, dhcpv4.OptionRequestedIPAddress); len(v) == 4 {
-		requestedIP = netip.AddrFrom4([4]byte(v))
+// handleDiscover answers DISCOVER with an OFFER of the reservation.
+func (s *Server) handleDiscover(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
+	f, drop := s.reservation(ctx, req, true)
+	if drop != "" {
+		return silent(drop)
 	}
-	if typ == dhcpv4.MessageTypeRelease || typ == dhcpv4.MessageTypeDecline {
-		// RFC 2131 §4.3.3, §4.3.4 and table 5: option 54 names the server the
-		// client releases or declines to. Another server's conflict is
-		// not ours to report.
-		if v := get(req, dhcpv4.OptionServerIdentifier); v != nil && (len(v) != 4 || netip.AddrFrom4([4]byte(v)) != s.cfg.ServerAddr) {
-			return result{drop: DropOtherServer}
-		}
-	}
-	switch typ {
-	case dhcpv4.MessageTypeRelease:
-		// Reservations outlive releases: nothing to do, nothing to say.
-		s.cfg.logger.Debug("dhcp release", "mac", req.ClientHWAddr, "ciaddr", ciaddr)
-		return result{drop: DropNoReply}
-	case dhcpv4.MessageTypeDecline:
-		s.cfg.logger.Warn("dhcp decline: the reserved address is in use by another host",
-			"mac", req.ClientHWAddr, "address", requestedIP)
-		return result{drop: DropNoReply}
-	case dhcpv4.MessageTypeRequest:
-		// RFC 2131 §4.3.2: tell the client's state from the request.
-		switch v := get(req, dhcpv4.OptionServerIdentifier); {
-		case v != nil:
-			if len(v) != 4 || netip.AddrFrom4([4]byte(v)) != s.cfg.ServerAddr {
-				return result{drop: DropOtherServer}
-			}
-			state = selecting
-		case requestedIP.IsValid() && !nonzero(ciaddr):
-			state = initReboot
-		case nonzero(ciaddr):
-			state = renewing
-		default:
-			return result{drop: DropNoReply}
-		}
-	}
+	return s.lease(sc, req, dhcpv4.MessageTypeOffer, f)
+}
 
+type requestState uint8
+
+const (
+	selecting requestState = iota + 1
+	initReboot
+	renewing // or rebinding: the server cannot tell, and need not
+)
+
+// requestStateOf tells the client's state from a REQUEST (RFC 2131
+// §4.3.2), or why the server stays silent.
+func (s *Server) requestStateOf(req *dhcpv4.DHCPv4) (requestState, DropReason) {
+	switch v := get(req, dhcpv4.OptionServerIdentifier); {
+	case v != nil:
+		if !s.ours(v) {
+			return 0, DropOtherServer
+		}
+		return selecting, ""
+	case requestedIP(req).IsValid() && !nonzero(addr4(req.ClientIPAddr)):
+		return initReboot, ""
+	case nonzero(addr4(req.ClientIPAddr)):
+		return renewing, ""
+	}
+	return 0, DropNoReply
+}
+
+// handleRequest answers REQUEST with an ACK of the reservation, or a NAK
+// when the client asks for (or has) another address.
+func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
+	state, drop := s.requestStateOf(req)
+	if drop != "" {
+		return silent(drop)
+	}
+	f, drop := s.reservation(ctx, req, true)
+	if drop != "" {
+		return silent(drop)
+	}
+	ip := f.dhcp.IPAddress.Unmap()
+	wrong := false
+	switch state {
+	case selecting, initReboot:
+		want := requestedIP(req)
+		wrong = want.IsValid() && want != ip
+	case renewing:
+		wrong = addr4(req.ClientIPAddr) != ip
+	}
+	if wrong {
+		return s.nak(sc, req)
+	}
+	return s.lease(sc, req, dhcpv4.MessageTypeAck, f)
+}
+
+// handleInform answers INFORM with an ACK that carries the configuration
+// but no address and no lease (RFC 2131 §4.3.5).
+func (s *Server) handleInform(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
+	f, drop := s.reservation(ctx, req, false)
+	if drop != "" {
+		return silent(drop)
+	}
+	s.header(sc, req, dhcpv4.MessageTypeAck)
+	sc.ciaddr = ip4As4(req.ClientIPAddr)
+	s.configuration(sc, req, &f.dhcp)
+	return s.finish(sc, req, dhcpv4.MessageTypeAck, s.destination(req, dhcpv4.MessageTypeAck, netip.Addr{}))
+}
+
+// handleRelease logs a RELEASE: reservations outlive releases, so there is
+// nothing to do and nothing to say.
+func (s *Server) handleRelease(req *dhcpv4.DHCPv4) result {
+	if !s.forUs(req) {
+		return silent(DropOtherServer)
+	}
+	s.cfg.logger.Debug("dhcp release", "mac", macText(req.ClientHWAddr), "ciaddr", addr4(req.ClientIPAddr))
+	return silent(DropNoReply)
+}
+
+// handleDecline logs a DECLINE: the client found its reserved address in
+// use, which an operator must resolve.
+func (s *Server) handleDecline(req *dhcpv4.DHCPv4) result {
+	if !s.forUs(req) {
+		return silent(DropOtherServer)
+	}
+	s.cfg.logger.Warn("dhcp decline: the reserved address is in use by another host",
+		"mac", macText(req.ClientHWAddr), "ip", requestedIP(req))
+	return silent(DropNoReply)
+}
+
+// forUs reports whether a RELEASE or DECLINE is addressed to this server:
+// RFC 2131 §4.3.3, §4.3.4 and table 5 say option 54 names the server the
+// client releases or declines to; another server's conflict is not ours
+// to report. Without option 54 it is taken as ours.
+func (s *Server) forUs(req *dhcpv4.DHCPv4) bool {
+	v := get(req, dhcpv4.OptionServerIdentifier)
+	return v == nil || s.ours(v)
+}
+
+// ours reports whether an option 54 value is this server's identifier.
+func (s *Server) ours(sid []byte) bool {
+	return len(sid) == 4 && netip.AddrFrom4([4]byte(sid)) == s.cfg.ServerAddr
+}
+
+// reservation looks up the client's reservation, and reports why the
+// server stays silent when there is none it can use (needIP: the reply
+// gives the client an address).
+func (s *Server) reservation(ctx context.Context, req *dhcpv4.DHCPv4, needIP bool) (*flight, DropReason) {
 	f := s.lookup(ctx, req.ClientHWAddr)
 	if f.err != nil {
 		if errors.Is(f.err, backend.ErrNotFound) {
-			return result{drop: DropNotFound}
+			return nil, DropNotFound
 		}
-		s.cfg.logger.Error("dhcp backend lookup failed", "mac", req.ClientHWAddr, "err", f.err)
-		return result{drop: DropBackend}
-	}
-	d := &f.dhcp
-	ip := d.IPAddress.Unmap()
-	if !ip.Is4() && typ != dhcpv4.MessageTypeInform {
-		s.cfg.logger.Error("dhcp reservation has no IPv4 address", "mac", req.ClientHWAddr)
-		return result{drop: DropNoAddress}
-	}
-
-	reply := dhcpv4.MessageTypeAck
-	switch typ {
-	case dhcpv4.MessageTypeDiscover:
-		reply = dhcpv4.MessageTypeOffer
-	case dhcpv4.MessageTypeRequest:
-		switch state {
-		case selecting, initReboot:
-			if requestedIP.IsValid() && requestedIP != ip {
-				reply = dhcpv4.MessageTypeNak
-			}
-		case renewing:
-			if ciaddr != ip {
-				reply = dhcpv4.MessageTypeNak
-			}
+		if errors.Is(f.err, errGaveUp) {
+			return nil, DropCanceled
 		}
+		s.cfg.logger.Error("dhcp backend lookup failed", "mac", macText(req.ClientHWAddr), "error", f.err)
+		return nil, DropBackend
 	}
+	if needIP && !f.dhcp.IPAddress.Unmap().Is4() {
+		s.cfg.logger.Error("dhcp reservation has no IPv4 address", "mac", macText(req.ClientHWAddr))
+		return nil, DropNoAddress
+	}
+	return f, ""
+}
 
-	sc.add(53, prioMandatory, byte(reply))
+// header starts a reply of type typ: options 53 and 54, the client's
+// option 61 (RFC 6842) and 82 (RFC 3046) echoed, its flags.
+func (s *Server) header(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType) {
+	sc.add(53, prioMandatory, byte(typ))
 	sid := s.cfg.ServerAddr.As4()
 	sc.add(54, prioMandatory, sid[:]...)
 	if cid := get(req, dhcpv4.OptionClientIdentifier); cid != nil {
-		sc.add(61, prioMandatory, cid...) // RFC 6842
+		sc.add(61, prioMandatory, cid...)
 	}
 	if rai := get(req, dhcpv4.OptionRelayAgentInformation); rai != nil {
-		sc.add(82, prioMandatory, rai...) // RFC 3046
+		sc.add(82, prioMandatory, rai...)
 	}
 	sc.flags = req.Flags
-	dst := s.destination(req, reply, ip)
+}
 
-	if reply == dhcpv4.MessageTypeNak {
-		if nonzero(addr4(req.GatewayIPAddr)) {
-			sc.flags |= 0x8000 // RFC 2131 §4.3.2: the relay must broadcast a NAK
-		}
-		return s.finish(sc, req, reply, dst)
+// nak builds a NAK, broadcast (or via the relay, which must broadcast it:
+// RFC 2131 §4.3.2).
+func (s *Server) nak(sc *scratch, req *dhcpv4.DHCPv4) result {
+	s.header(sc, req, dhcpv4.MessageTypeNak)
+	if nonzero(addr4(req.GatewayIPAddr)) {
+		sc.flags |= 0x8000
 	}
+	return s.finish(sc, req, dhcpv4.MessageTypeNak, s.destination(req, dhcpv4.MessageTypeNak, netip.Addr{}))
+}
 
-	if typ == dhcpv4.MessageTypeInform {
+// lease builds an OFFER or ACK that gives the client its reserved address:
+// yiaddr, the lease and its renewal times, the configuration and the
+// netboot options.
+func (s *Server) lease(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, f *flight) result {
+	d := &f.dhcp
+	ip := d.IPAddress.Unmap()
+	s.header(sc, req, typ)
+	sc.yiaddr = ip.As4()
+	if typ == dhcpv4.MessageTypeAck {
 		sc.ciaddr = ip4As4(req.ClientIPAddr)
-	} else {
-		sc.yiaddr = ip.As4()
-		if typ == dhcpv4.MessageTypeRequest {
-			sc.ciaddr = ip4As4(req.ClientIPAddr)
-		}
-		lease := d.LeaseTime
-		if lease == 0 {
-			lease = s.cfg.lease
-		}
-		sc.addUint32(51, prioMandatory, lease)
-		sc.addUint32(58, sc.prio(req, 58), lease/2)
-		sc.addUint32(59, sc.prio(req, 59), uint32(uint64(lease)*7/8))
 	}
+	lease := d.LeaseTime
+	if lease == 0 {
+		lease = s.cfg.lease
+	}
+	sc.addUint32(51, prioMandatory, lease)
+	sc.addUint32(58, sc.prio(req, 58), lease/2)
+	sc.addUint32(59, sc.prio(req, 59), uint32(uint64(lease)*7/8))
+	s.configuration(sc, req, d)
+	s.netboot(sc, req, f)
+	return s.finish(sc, req, typ, s.destination(req, typ, ip))
+}
+
+// configuration adds the reservation's network configuration options.
+func (s *Server) configuration(sc *scratch, req *dhcpv4.DHCPv4, d *backend.DHCP) {
 	if d.SubnetMask.IsValid() {
 		m := d.SubnetMask.As4()
 		sc.add(1, sc.prio(req, 1), m[:]...)
@@ -501,19 +311,15 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 	}
 	sc.addAddrs(42, sc.prio(req, 42), d.NTPServers...)
 	sc.addSearch(sc.prio(req, 119), d.DomainSearch)
-	if typ != dhcpv4.MessageTypeInform {
-		s.netboot(sc, req, f)
-	}
-	return s.finish(sc, req, reply, dst)
 }
 
-type requestState uint8
-
-const (
-	selecting requestState = iota + 1
-	initReboot
-	renewing // or rebinding: the server cannot tell, and need not
-)
+// requestedIP returns option 50, or the zero Addr.
+func requestedIP(req *dhcpv4.DHCPv4) netip.Addr {
+	if v := get(req, dhcpv4.OptionRequestedIPAddress); len(v) == 4 {
+		return netip.AddrFrom4([4]byte(v))
+	}
+	return netip.Addr{}
+}
 
 func nonzero(a netip.Addr) bool { return a.IsValid() && !a.IsUnspecified() }
 
@@ -522,8 +328,8 @@ func ip4As4(ip []byte) [4]byte { return [4]byte(ip4(ip)) }
 func (s *Server) finish(sc *scratch, req *dhcpv4.DHCPv4, reply dhcpv4.MessageType, dst Destination) result {
 	p := sc.marshal(req, sizeLimit(req))
 	if p == nil {
-		s.cfg.logger.Error("dhcp reply does not fit the size limit", "mac", req.ClientHWAddr, "limit", sizeLimit(req))
-		return result{drop: DropTooLarge}
+		s.cfg.logger.Error("dhcp reply does not fit the size limit", "mac", macText(req.ClientHWAddr), "limit", sizeLimit(req))
+		return silent(DropTooLarge)
 	}
 	return result{payload: p, dst: dst, typ: reply}
 }

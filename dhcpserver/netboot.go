@@ -87,7 +87,7 @@ func hasUserClass(req *dhcpv4.DHCPv4, class string) bool {
 }
 
 // netboot adds the boot file, next-server and netboot options for a
-// netboot client whose reservation allows it; see [Netboot].
+// netboot client whose reservation allows it; see [NetbootConfig].
 func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	if !f.netboot.AllowNetboot {
 		return
@@ -99,7 +99,7 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	arch := iana.Arch(binary.BigEndian.Uint16(get(req, optClientArch)))
 	bin, ok := s.cfg.binaries[arch]
 	if !ok {
-		s.cfg.logger.Debug("dhcp netboot: unknown client architecture", "mac", req.ClientHWAddr, "arch", uint16(arch))
+		s.cfg.logger.Debug("dhcp netboot: unknown client architecture", "mac", macText(req.ClientHWAddr), "arch", uint16(arch))
 		return
 	}
 	custom := hasUserClass(req, s.cfg.userClass)

@@ -3,26 +3,21 @@
 package dhcpserver
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/netip"
 	"os"
-	"time"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// rawConn is raw mode: an AF_PACKET socket bound to one interface, with a
-// classic BPF filter that lets only unfragmented IPv4/UDP packets to port
-// 67 reach user space. Replies are whole Ethernet frames built here.
-type rawConn struct {
-	f      *os.File
-	ifi    *net.Interface
-	srcMAC [6]byte
-	srcIP  [4]byte
-}
+// Raw mode is an AF_PACKET socket bound to one interface, with a classic
+// BPF filter that lets only unfragmented IPv4/UDP packets to port 67 reach
+// user space. Replies are whole Ethernet frames built here.
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
@@ -58,7 +53,12 @@ var bootpsFilter = [...]unix.SockFilter{
 	{Code: 0x06, K: 0},                                    // 14: ret: drop
 }
 
-func listenRaw(iface string, src netip.Addr) (packetConn, error) {
+// ListenRaw opens a raw-mode socket on the network interface named iface
+// (Linux only; needs CAP_NET_RAW), for [Server.Serve]. Its replies come
+// from the interface's MAC address and, once served, from
+// [Config].ServerAddr; until then from the interface's first IPv4
+// address. On other systems it returns [ErrUnsupported].
+func ListenRaw(iface string) (*RawConn, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("dhcpserver: interface %q: %w", iface, err)
@@ -86,25 +86,58 @@ func listenRaw(iface string, src netip.Addr) (packetConn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("dhcpserver: bind raw socket to %s: %w", iface, err)
 	}
-	c := &rawConn{f: os.NewFile(uintptr(fd), "packet:"+iface), ifi: ifi, srcIP: src.As4()}
+	c := &RawConn{f: os.NewFile(uintptr(fd), "packet:"+iface), ifi: ifi}
 	copy(c.srcMAC[:], ifi.HardwareAddr)
+	if a, err := interfaceAddr(ifi); err == nil {
+		c.srcIP = a.As4()
+	}
+	c.hold = holdPort67(iface)
 	return c, nil
 }
 
-func (c *rawConn) LocalAddr() net.Addr               { return &net.IPAddr{IP: c.srcIP[:], Zone: c.ifi.Name} }
-func (c *rawConn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
-func (c *rawConn) Close() error                      { return c.f.Close() }
+// holdPort67 binds a UDP socket to port 67 on iface, with a filter that
+// drops everything it would receive, and returns it. Without a UDP socket
+// on port 67 the kernel answers every unicast request to the server's
+// address (RENEW, RELEASE, INFORM) with ICMP port unreachable, while the
+// raw socket answers it too; with one, it stays quiet. When the port is
+// taken (another DHCP server or relay holds it), that socket keeps the
+// kernel quiet, and holdPort67 returns nil.
+func holdPort67(iface string) io.Closer {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			drop := [...]unix.SockFilter{{Code: 0x06, K: 0}} // ret 0: drop
+			prog := unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]}
+			if serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); serr != nil {
+				return
+			}
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				return
+			}
+			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:67")
+	if err != nil {
+		return nil
+	}
+	return c
+}
 
 // ReadPacket reads one frame and moves its DHCP payload to the start of
 // buf. Frames with invalid IPv4 or UDP headers are reported as malformed
 // (the BPF filter already let only IPv4/UDP to port 67 through).
-func (c *rawConn) ReadPacket(buf []byte) (int, peer, error) {
+func (c *RawConn) ReadPacket(buf []byte) (int, peer, error) {
 	n, err := c.f.Read(buf)
 	if err != nil {
 		// ENETDOWN: the interface went down. The socket reports it once
 		// and receives again when the interface is back up.
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, unix.ENETDOWN) {
-			return 0, peer{}, errSkip
+			return 0, peer{}, fmt.Errorf("%w: %w", errSkip, err)
 		}
 		return 0, peer{}, err
 	}
@@ -118,7 +151,7 @@ func (c *rawConn) ReadPacket(buf []byte) (int, peer, error) {
 
 // WriteReply builds Ethernet, IPv4 and UDP headers in front of the payload
 // and sends the frame on the interface the request came in on.
-func (c *rawConn) WriteReply(out []byte, n int, dst Destination, chaddr []byte, p peer) error {
+func (c *RawConn) WriteReply(out []byte, n int, dst Destination, chaddr []byte, p peer) error {
 	frame := out[:headroom+n]
 	switch dst.Link {
 	case LinkBroadcast:
@@ -134,5 +167,3 @@ func (c *rawConn) WriteReply(out []byte, n int, dst Destination, chaddr []byte, 
 	_, err := c.f.Write(frame)
 	return err
 }
-
-var _ packetConn = (*rawConn)(nil)

@@ -41,18 +41,38 @@ func backendFor(mac net.HardwareAddr) backend.Backend {
 	})
 }
 
-// serveRaw runs a raw-mode server on link (in its namespace) and stops it
-// when t ends, checking that Serve returns ErrServerClosed.
+// serveRaw runs a raw-mode server on link (a socket opened in its
+// namespace) and stops it when t ends, checking that Serve returns
+// ErrServerClosed.
 func serveRaw(t *testing.T, link netnstest.Link, be backend.Backend) *Server {
 	t.Helper()
-	cfg := testConfig(be)
-	cfg.Interface = link.Name
-	s, err := New(cfg)
+	s, err := New(testConfig(be))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveConn(t, s, openRaw(t, link))
+}
+
+// openRaw opens a raw socket on link, in its namespace.
+func openRaw(t *testing.T, link netnstest.Link) *RawConn {
+	t.Helper()
+	var conn *RawConn
+	if err := link.NS.Do(func() error {
+		var err error
+		conn, err = ListenRaw(link.Name)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// serveConn serves conn with s until t ends, then shuts s down and checks
+// that Serve returns ErrServerClosed.
+func serveConn(t *testing.T, s *Server, conn net.PacketConn) *Server {
+	t.Helper()
 	errc := make(chan error, 1)
-	go func() { errc <- link.NS.Do(s.Serve) }()
+	go func() { errc <- s.Serve(conn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -63,19 +83,6 @@ func serveRaw(t *testing.T, link netnstest.Link, be backend.Backend) *Server {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Addr() == nil {
-		select {
-		case err := <-errc:
-			errc <- err // for the cleanup, which waits for it
-			t.Fatalf("Serve: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("raw server did not start")
-		}
-		time.Sleep(time.Millisecond) // polling a condition
-	}
 	return s
 }
 
@@ -374,10 +381,10 @@ func TestRawFilterForeignFrames(t *testing.T) {
 	netnstest.Require(t)
 	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
 	p.A.NS.Run(t, "ip", "link", "set", p.A.Name, "promisc", "on")
-	var c packetConn
+	var c *RawConn
 	if err := p.A.NS.Do(func() error {
 		var err error
-		c, err = listenRaw(p.A.Name, serverIP)
+		c, err = ListenRaw(p.A.Name)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -450,5 +457,114 @@ func TestRawLinkFlap(t *testing.T) {
 	}
 	if got := lease.ACK.YourIPAddr.String(); got != clientIP.String() {
 		t.Errorf("ACK yiaddr %v, want %v", got, clientIP)
+	}
+}
+
+// TestRawListenAndServe: with Interface set and ServerAddr not, New takes
+// the interface's address as the server identifier, and ListenAndServe
+// opens the raw socket itself.
+func TestRawListenAndServe(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: netip.MustParsePrefix("198.18.0.5/24")})
+	cfg := testConfig(backendFor(p.B.HardwareAddr))
+	cfg.ServerAddr = netip.Addr{}
+	cfg.Interface = p.A.Name
+	var s *Server
+	if err := p.A.NS.Do(func() error {
+		var err error
+		s, err = New(cfg)
+		return err
+	}); err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.A.NS.Do(s.ListenAndServe) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-errc; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("ListenAndServe = %v, want ErrServerClosed", err)
+		}
+	})
+	c := newNClient(t, p.B) // retries until the socket is open
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	lease, err := c.Request(ctx, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		t.Fatalf("DORA: %v", err)
+	}
+	if got := net.IP(lease.ACK.Options[54]).String(); got != "198.18.0.5" {
+		t.Errorf("server identifier %v, want the interface's 198.18.0.5", got)
+	}
+}
+
+// TestRawHoldsPort67: a client that renews by unicast gets its ACK and no
+// ICMP port unreachable (which a connected UDP socket reports as
+// ECONNREFUSED): the raw socket comes with a UDP socket on port 67. The
+// same exchange without that socket shows that the check can fail.
+func TestRawHoldsPort67(t *testing.T) {
+	netnstest.Require(t)
+	for _, hold := range []bool{true, false} {
+		t.Run(map[bool]string{true: "held", false: "not held"}[hold], func(t *testing.T) {
+			p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix, AddrB: netip.PrefixFrom(clientIP, 24)})
+			conn := openRaw(t, p.A)
+			if conn.hold == nil {
+				t.Fatal("ListenRaw did not bind port 67")
+			}
+			if !hold {
+				conn.hold.Close()
+				conn.hold = nil
+			}
+			s, err := New(testConfig(backendFor(p.B.HardwareAddr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveConn(t, s, conn)
+			var uc *net.UDPConn
+			if err := p.B.NS.Do(func() error {
+				var err error
+				uc, err = net.DialUDP("udp4", &net.UDPAddr{IP: clientIP.AsSlice(), Port: 68}, &net.UDPAddr{IP: serverIP.AsSlice(), Port: 67})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			refused := 0
+			acks := 0
+			buf := make([]byte, 1500)
+			for range 2 {
+				req := request(p.B.HardwareAddr, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))
+				if _, err := uc.Write(req.ToBytes()); err != nil {
+					if errors.Is(err, unix.ECONNREFUSED) {
+						refused++
+						continue
+					}
+					t.Fatal(err)
+				}
+				uc.SetReadDeadline(time.Now().Add(10 * time.Second))
+				for {
+					n, err := uc.Read(buf)
+					if errors.Is(err, unix.ECONNREFUSED) {
+						refused++
+						continue
+					}
+					if err != nil {
+						t.Fatalf("no ACK: %v", err)
+					}
+					if r, err := dhcpv4.FromBytes(buf[:n]); err == nil && r.MessageType() == dhcpv4.MessageTypeAck {
+						acks++
+						break
+					}
+				}
+			}
+			if acks != 2 {
+				t.Errorf("%d ACKs, want 2", acks)
+			}
+			if hold && refused != 0 {
+				t.Errorf("ICMP port unreachable reported %d times, want none", refused)
+			}
+			if !hold && refused == 0 {
+				t.Error("no ICMP port unreachable without the socket on port 67: the check cannot tell")
+			}
+		})
 	}
 }

@@ -3,20 +3,18 @@ package dhcpserver
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/tinkerbell/backend"
-	"github.com/tinkerbell/backend/internal/tracectx"
+	"golang.org/x/sync/singleflight"
 )
 
-// ErrServerClosed is returned by [Server.Serve] and [Server.ServeConn]
-// after [Server.Shutdown] or [Server.Close].
+// ErrServerClosed is returned by [Server.Serve] and
+// [Server.ListenAndServe] after [Server.Shutdown] or [Server.Close].
 var ErrServerClosed = errors.New("dhcpserver: server closed")
 
 // Server is a reservation-only DHCPv4 server: every answer comes from its
@@ -33,15 +31,14 @@ type Server struct {
 	conns    map[packetConn]struct{}
 	closing  bool
 	serving  sync.WaitGroup // running serve loops
-	addr     net.Addr
 	scratchP sync.Pool
 
-	fmu     sync.Mutex
-	flights map[[6]byte]*flight
+	flights singleflight.Group // running lookups, by MAC address
 }
 
 // New validates cfg and returns a server. Errors wrap
-// [backend.ErrInvalidConfig]. New opens no socket: [Server.Serve] does.
+// [backend.ErrInvalidConfig]. New opens no socket: [Server.ListenAndServe]
+// or the caller does (see [Server.Serve]).
 func New(cfg Config) (*Server, error) {
 	c, err := cfg.validate()
 	if err != nil {
@@ -49,72 +46,74 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:     c,
-		ctx:     ctx,
-		cancel:  cancel,
-		conns:   map[packetConn]struct{}{},
-		flights: map[[6]byte]*flight{},
+		cfg:    c,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  map[packetConn]struct{}{},
 	}
 	s.scratchP.New = func() any { return newScratch() }
 	return s, nil
 }
 
-// Serve opens the socket that the configuration names (raw mode on
-// Config.Interface, or UDP mode on Config.UDPAddr) and answers requests
-// until [Server.Shutdown] or [Server.Close], after which it returns
-// [ErrServerClosed]. It returns other errors when the socket cannot be
-// opened or fails. Raw mode returns [ErrUnsupported] on systems other than
-// Linux.
-func (s *Server) Serve() error {
+// ListenAndServe opens the socket that the configuration names (raw mode
+// on Config.Interface with [ListenRaw], or UDP mode on Config.UDPAddr) and
+// serves it as [Server.Serve] does. It returns [ErrServerClosed] after
+// [Server.Shutdown] or [Server.Close], and other errors when the socket
+// cannot be opened or fails; raw mode returns [ErrUnsupported] on systems
+// other than Linux.
+func (s *Server) ListenAndServe() error {
 	var (
-		c   packetConn
-		err error
+		conn net.PacketConn
+		err  error
 	)
 	switch {
 	case s.cfg.Interface != "":
-		c, err = listenRaw(s.cfg.Interface, s.cfg.ServerAddr)
-		if errors.Is(err, ErrUnsupported) {
-			return err
-		}
+		conn, err = ListenRaw(s.cfg.Interface)
 	case s.cfg.UDPAddr.IsValid():
-		var uc *net.UDPConn
-		uc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(s.cfg.UDPAddr))
-		if err == nil {
-			c = &udpConn{uc}
-		}
+		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(s.cfg.UDPAddr))
 	default:
-		return errors.New("dhcpserver: Serve needs Config.Interface or Config.UDPAddr; use ServeConn for a socket of your own")
+		return errors.New("dhcpserver: ListenAndServe needs Config.Interface or Config.UDPAddr; use Serve for a socket of your own")
 	}
 	if err != nil {
 		return err
 	}
+	return s.Serve(conn)
+}
+
+// Serve answers the requests arriving on conn until [Server.Shutdown] or
+// [Server.Close], which close conn; it then returns [ErrServerClosed]. It
+// returns another error if reading from conn fails. Serve takes ownership
+// of conn, which must not be served by another Server.
+//
+// conn is either a [*RawConn] from [ListenRaw] (raw mode, see [Config]),
+// or any other [net.PacketConn], usually a [*net.UDPConn] (UDP mode).
+// Since the caller opens conn, the server is ready as soon as Serve is
+// called: requests sent to conn's address are queued by the kernel and
+// answered once Serve reads them. This is the easy way to run a server
+// on loopback without privileges:
+//
+//	conn, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+//	go srv.Serve(conn)
+//	// send requests to conn.LocalAddr(); replies come back to their source.
+func (s *Server) Serve(conn net.PacketConn) error {
+	var c packetConn
+	switch conn := conn.(type) {
+	case *RawConn:
+		conn.setSource(s.cfg.ServerAddr)
+		c = conn
+	case *net.UDPConn:
+		c = &udpConn{conn}
+	default:
+		c = &anyConn{conn}
+	}
 	return s.serve(c)
 }
 
-// ServeConn answers requests arriving on conn in UDP mode (see [Config])
-// until [Server.Shutdown] or [Server.Close], which close conn; it then
-// returns [ErrServerClosed].
-//
-// This is the easy way to run a server on loopback without privileges:
-//
-//	conn, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-//	go srv.ServeConn(conn)
-//	// send requests to conn.LocalAddr(); replies come back to their source.
-func (s *Server) ServeConn(conn *net.UDPConn) error {
-	return s.serve(&udpConn{conn})
-}
-
-// Addr returns the local address of the most recently opened socket: a
-// *net.UDPAddr in UDP mode (useful with port 0), nil before it is open.
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
-}
-
-// Shutdown stops reading packets, waits for the packets being handled to
-// be answered, then releases everything. If ctx ends first, it closes the
-// server as [Server.Close] does and returns ctx's error.
+// Shutdown stops reading packets and waits for the packets being handled
+// to be answered; then Serve returns [ErrServerClosed]. If ctx ends first,
+// Shutdown returns ctx's error and leaves the packets being handled to
+// finish (or [Server.Close] to end them), as [net/http.Server.Shutdown]
+// does.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop(false)
 	done := make(chan struct{})
@@ -127,14 +126,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancel()
 		return nil
 	case <-ctx.Done():
-		s.cancel()
-		<-done
 		return ctx.Err()
 	}
 }
 
 // Close stops the server now: it closes its sockets and cancels running
-// lookups. Serve returns soon after.
+// lookups. Serve returns soon after, with [ErrServerClosed].
 func (s *Server) Close() error {
 	s.cancel()
 	s.stop(true)
@@ -176,7 +173,6 @@ func (s *Server) serve(c packetConn) error {
 		return ErrServerClosed
 	}
 	s.conns[c] = struct{}{}
-	s.addr = c.LocalAddr()
 	s.serving.Add(1)
 	s.mu.Unlock()
 	defer s.serving.Done()
@@ -250,7 +246,7 @@ func (s *Server) process(c packetConn, sc *scratch, pkt []byte, p peer) {
 		return
 	}
 	if err := c.WriteReply(sc.out, len(r.payload), r.dst, req.ClientHWAddr, p); err != nil {
-		s.cfg.logger.Debug("dhcp: write failed", "mac", req.ClientHWAddr, "dst", r.dst.Addr, "err", err)
+		s.cfg.logger.Debug("dhcp: write failed", "mac", macText(req.ClientHWAddr), "dst", r.dst.Addr, "error", err)
 		s.drop(DropWrite)
 		return
 	}
@@ -261,20 +257,21 @@ func (s *Server) process(c packetConn, sc *scratch, pkt []byte, p peer) {
 func (s *Server) handlePacket(ctx context.Context, sc *scratch, pkt []byte) (result, *dhcpv4.DHCPv4) {
 	req, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
-		s.cfg.logger.Debug("dhcp: dropping malformed packet", "err", err)
+		s.cfg.logger.Debug("dhcp: dropping malformed packet", "error", err)
 		return result{drop: DropMalformed}, nil
 	}
 	r := s.handle(ctx, sc, req)
 	if r.payload == nil {
-		s.cfg.logger.Debug("dhcp: no reply", "mac", req.ClientHWAddr, "reason", r.drop)
+		s.cfg.logger.Debug("dhcp: no reply", "mac", macText(req.ClientHWAddr), "xid", req.TransactionID.String(), "reason", r.drop)
 	}
 	return r, req
 }
 
 // Handle answers one request as the server would, without any socket: it
 // returns the reply (nil when the server stays silent) and where the server
-// would send it. It looks up the Backend with ctx (bounded by
-// Config.LookupTimeout) and counts in [Server.Stats] as a received packet
+// would send it. It looks up the Backend with the values of ctx (its trace
+// context), bounded by Config.LookupTimeout, and returns nil when ctx ends
+// first; it counts in [Server.Stats] as a received packet
 // does. It is meant for tests and for embedding the server's logic in
 // another transport.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, Destination) {
@@ -291,78 +288,12 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4
 	}
 	reply, err := dhcpv4.FromBytes(r.payload)
 	if err != nil { // a bug: the server never emits a packet it cannot parse
-		s.cfg.logger.Error("dhcp: built an unparseable reply", "mac", req.ClientHWAddr, "err", err)
+		s.cfg.logger.Error("dhcp: built an unparseable reply", "mac", macText(req.ClientHWAddr), "error", err)
 		s.drop(DropMalformed)
 		return nil, Destination{}
 	}
 	s.stats.answered[r.typ].Add(1)
 	return reply, r.dst
-}
-
-// flight is one Backend lookup, shared by the requests for the same MAC
-// address that arrive while it runs.
-type flight struct {
-	wg          sync.WaitGroup // done when the lookup is
-	dhcp        backend.DHCP
-	netboot     backend.Netboot
-	err         error
-	traced      bool
-	traceparent [26]byte // version, trace id, span id, flags
-}
-
-// lookup asks the Backend about mac, sharing a lookup already running for
-// the same address. A request that joins a running lookup waits for it to
-// end, which its own deadline (LookupTimeout) bounds.
-func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
-	key := [6]byte(mac)
-	s.fmu.Lock()
-	if f, ok := s.flights[key]; ok {
-		s.fmu.Unlock()
-		s.stats.coalesced.Add(1)
-		f.wg.Wait()
-		return f
-	}
-	f := &flight{}
-	f.wg.Add(1)
-	s.flights[key] = f
-	s.fmu.Unlock()
-
-	defer func() {
-		s.fmu.Lock()
-		delete(s.flights, key)
-		s.fmu.Unlock()
-		f.wg.Done()
-	}()
-
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
-	defer cancel()
-	if s.cfg.tracer != nil {
-		var span trace.Span
-		ctx, span = s.cfg.tracer.Start(ctx, "dhcp.lookup", trace.WithSpanKind(trace.SpanKindClient))
-		defer span.End()
-	}
-	req := backend.DHCPRequest{MACAddress: net.HardwareAddr(mac)}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		f.traced = true
-		tid, sid := sc.TraceID(), sc.SpanID()
-		f.traceparent[0] = 0
-		copy(f.traceparent[1:17], tid[:])
-		copy(f.traceparent[17:25], sid[:])
-		f.traceparent[25] = byte(sc.TraceFlags())
-		req.Traceparent = tracectx.Traceparent(ctx)
-	}
-	start := time.Now()
-	s.stats.lookups.Add(1)
-	f.dhcp, f.netboot, f.err = s.cfg.Backend.Lookup(ctx, req)
-	s.stats.observe(time.Since(start))
-	switch {
-	case f.err == nil:
-	case errors.Is(f.err, backend.ErrNotFound):
-		s.stats.notFound.Add(1)
-	default:
-		s.stats.backendErrors.Add(1)
-	}
-	return f
 }
 
 // packetConn is a socket the server reads requests from and writes replies
@@ -419,4 +350,44 @@ func (u *udpConn) WriteReply(out []byte, n int, dst Destination, _ []byte, p pee
 	return err
 }
 
-var _ packetConn = (*udpConn)(nil)
+// anyConn is UDP mode on a net.PacketConn that is not a *net.UDPConn.
+type anyConn struct{ net.PacketConn }
+
+func (a *anyConn) ReadPacket(buf []byte) (int, peer, error) {
+	n, from, err := a.ReadFrom(buf)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, peer{}, errSkip
+		}
+		return 0, peer{}, err
+	}
+	p := peer{}
+	if ua, ok := from.(*net.UDPAddr); ok {
+		p.src = ua.AddrPort()
+	}
+	return n, p, nil
+}
+
+// WriteReply sends replies as udpConn does.
+func (a *anyConn) WriteReply(out []byte, n int, dst Destination, _ []byte, p peer) error {
+	to := p.src
+	if dst.Addr.Port() == 67 {
+		to = dst.Addr
+	}
+	_, err := a.WriteTo(out[headroom:headroom+n], net.UDPAddrFromAddrPort(to))
+	return err
+}
+
+// macText logs a MAC address as text (aa:bb:cc:dd:ee:ff), not as the raw
+// bytes (or base64) that slog makes of a []byte.
+type macText []byte
+
+// LogValue implements [slog.LogValuer].
+func (m macText) LogValue() slog.Value { return slog.StringValue(net.HardwareAddr(m).String()) }
+
+var (
+	_ packetConn     = (*udpConn)(nil)
+	_ packetConn     = (*anyConn)(nil)
+	_ slog.LogValuer = macText(nil)
+)

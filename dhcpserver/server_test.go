@@ -28,7 +28,7 @@ func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.ServeConn(conn) }()
+	go func() { errc <- s.Serve(conn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -36,7 +36,7 @@ func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
 			t.Errorf("Shutdown: %v", err)
 		}
 		if err := <-errc; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("ServeConn returned %v, want ErrServerClosed", err)
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
 	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -141,22 +141,51 @@ func TestUDPModeDORA(t *testing.T) {
 	}
 }
 
-func TestServeUDPAddr(t *testing.T) {
+// TestListenAndServeUDP: ListenAndServe opens Config.UDPAddr itself.
+func TestListenAndServeUDP(t *testing.T) {
+	// A free port: open, note, close. Another process could take it in
+	// between; the client then gets no reply and the test fails loudly.
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.LocalAddr().(*net.UDPAddr).AddrPort()
+	probe.Close()
 	cfg := testConfig(newMemBackend())
-	cfg.UDPAddr = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.UDPAddr = addr
 	s := newTestServer(t, cfg)
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve() }()
-	waitFor(t, "listening", func() bool { return s.Addr() != nil })
-	c := newClient(t, s.Addr().(*net.UDPAddr).AddrPort())
-	if p := c.exchange(request(macKnown, dhcpv4.MessageTypeDiscover)); p.MessageType() != dhcpv4.MessageTypeOffer {
-		t.Errorf("got %v", p.MessageType())
+	go func() { errc <- s.ListenAndServe() }()
+	c := newClient(t, addr)
+	// The socket opens in the goroutine: resend until the first reply.
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1500)
+	for {
+		c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
+		c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _, err := c.conn.ReadFromUDPAddrPort(buf)
+		if err == nil {
+			if p, err := dhcpv4.FromBytes(buf[:n]); err != nil || p.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("reply %v, %v", p, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reply from ListenAndServe on %v: %v", addr, err)
+		}
 	}
 	s.Close()
 	if err := <-errc; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve after Close: %v", err)
+		t.Errorf("ListenAndServe after Close: %v", err)
 	}
-	if err := s.Serve(); !errors.Is(err, ErrServerClosed) {
+	if err := s.ListenAndServe(); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ListenAndServe on a closed server: %v", err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(conn); !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve on a closed server: %v", err)
 	}
 }
@@ -224,7 +253,7 @@ func TestCoalescing(t *testing.T) {
 			replies <- p
 		})
 	}
-	waitFor(t, "all requests waiting on one lookup", func() bool { return s.Stats().Coalesced == waiters-1 })
+	waitFor(t, "all requests waiting on one lookup", func() bool { return s.stats.waiting.Load() == waiters })
 	close(release)
 	wg.Wait()
 	close(replies)
@@ -233,8 +262,8 @@ func TestCoalescing(t *testing.T) {
 			t.Errorf("reply %v", p)
 		}
 	}
-	if n != 1 || s.Stats().Lookups != 1 {
-		t.Errorf("backend called %d times (Stats.Lookups %d), want 1", n, s.Stats().Lookups)
+	if st := s.Stats(); n != 1 || st.Lookups != 1 || st.Coalesced != waiters-1 {
+		t.Errorf("backend called %d times (Stats.Lookups %d, Coalesced %d), want 1 (1, %d)", n, st.Lookups, st.Coalesced, waiters-1)
 	}
 	// Once done, a new request looks up again.
 	s.Handle(t.Context(), request(macKnown, dhcpv4.MessageTypeDiscover))
@@ -259,7 +288,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.ServeConn(conn) }()
+	go func() { errc <- s.Serve(conn) }()
 	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
 	<-started
@@ -280,7 +309,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 	if err := <-errc; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("ServeConn: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 1500)
@@ -296,17 +325,16 @@ func TestCloseAbortsLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.ServeConn(conn) }()
+	go func() { errc <- s.Serve(conn) }()
 	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	c.send(request(macSlow, dhcpv4.MessageTypeDiscover).ToBytes()) // blocks until its context ends
 	waitFor(t, "lookup running", func() bool { return s.Stats().Lookups == 1 })
 	s.Close()
 	if err := <-errc; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("ServeConn: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
-	if got := s.Stats().BackendErrors; got != 1 {
-		t.Errorf("BackendErrors = %d, want 1 (the aborted lookup)", got)
-	}
+	// The lookup, which waits for its context, ends too.
+	waitFor(t, "the aborted lookup to end", func() bool { return s.Stats().BackendErrors == 1 })
 }
 
 func TestNewRejects(t *testing.T) {
@@ -343,9 +371,9 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
-func TestServeWithoutSocket(t *testing.T) {
+func TestListenAndServeWithoutSocket(t *testing.T) {
 	s := newTestServer(t, testConfig(newMemBackend()))
-	if err := s.Serve(); err == nil || errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve without Interface or UDPAddr: %v", err)
+	if err := s.ListenAndServe(); err == nil || errors.Is(err, ErrServerClosed) {
+		t.Errorf("ListenAndServe without Interface or UDPAddr: %v", err)
 	}
 }

@@ -26,11 +26,12 @@ const (
 	DropTooLarge    DropReason = "reply-too-large"
 	DropQueueFull   DropReason = "queue-full" // every worker busy and the queue full
 	DropWrite       DropReason = "write-error"
+	DropCanceled    DropReason = "canceled" // the request's context ended before its lookup did (Close, or the ctx of Handle)
 )
 
 var dropReasons = [...]DropReason{
 	DropMalformed, DropNotRequest, DropHardware, DropOversize, DropMessageType, DropOtherServer,
-	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite,
+	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite, DropCanceled,
 }
 
 func dropIndex(r DropReason) int {
@@ -86,6 +87,7 @@ type counters struct {
 	dropped  [len(dropReasons)]atomic.Uint64
 
 	lookups, coalesced, notFound, backendErrors atomic.Uint64
+	inflight, waiting                           atomic.Int64 // lookups running; requests waiting for one
 
 	latency    [len(latencyBounds) + 1]atomic.Uint64
 	latencySum atomic.Int64

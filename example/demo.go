@@ -93,7 +93,7 @@ func runDemo(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	dhcpDone := make(chan error, 1)
-	go func() { dhcpDone <- dhcp.ServeConn(conn) }()
+	go func() { dhcpDone <- dhcp.Serve(conn) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

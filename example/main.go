@@ -383,11 +383,7 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		if cfg.ServerAddr, err = netip.ParseAddr(o.serverAddr); err != nil {
 			return cfg, usageError{fmt.Errorf("-server-addr: %w", err)}
 		}
-	} else if o.iface != "" {
-		if cfg.ServerAddr, err = interfaceAddr(o.iface); err != nil {
-			return cfg, usageError{fmt.Errorf("-server-addr not set and %w", err)}
-		}
-	} else {
+	} else if o.iface == "" { // with -iface, dhcpserver takes the interface's address
 		return cfg, usageError{errors.New("-server-addr is required with -udp")}
 	}
 	if o.bootServer != "" {
@@ -433,8 +429,8 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "server_addr", cfg.ServerAddr, "subject", requester.Subject())
+	go func() { served <- srv.ListenAndServe() }()
+	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "subject", requester.Subject())
 	select {
 	case err := <-served:
 		return err

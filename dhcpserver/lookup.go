@@ -1,0 +1,99 @@
+package dhcpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/tracectx"
+)
+
+// flight is the outcome of one Backend lookup, shared by the requests for
+// the same MAC address that arrive while it runs. It is written only by
+// the lookup and read only after it ended.
+type flight struct {
+	mac         [6]byte
+	dhcp        backend.DHCP
+	netboot     backend.Netboot
+	err         error
+	traced      bool
+	traceparent [26]byte // version, trace id, span id, flags
+}
+
+// errGaveUp is the error of a request whose own context ended while it
+// waited for its lookup (Close, or the ctx given to Handle).
+var errGaveUp = errors.New("dhcpserver: request gave up waiting for its lookup")
+
+// lookup asks the Backend about mac. Requests for the same address that
+// arrive while a lookup runs share it (golang.org/x/sync/singleflight);
+// each waits only as long as its own ctx allows, and the lookup itself is
+// bounded by Config.LookupTimeout and ended by [Server.Close], not by the
+// ctx of whichever request started it.
+func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
+	f := &flight{mac: [6]byte(mac)}
+	s.stats.waiting.Add(1)
+	defer s.stats.waiting.Add(-1)
+	ch := s.flights.DoChan(string(mac), func() (any, error) {
+		s.runLookup(ctx, f)
+		return f, nil
+	})
+	select {
+	case r := <-ch:
+		shared := r.Val.(*flight)
+		if shared != f {
+			s.stats.coalesced.Add(1)
+		}
+		return shared
+	case <-ctx.Done():
+		return &flight{mac: f.mac, err: fmt.Errorf("%w: %w", errGaveUp, context.Cause(ctx))}
+	}
+}
+
+// runLookup calls the Backend for f.mac with the values (trace context)
+// of ctx.
+func (s *Server) runLookup(ctx context.Context, f *flight) {
+	var cancel context.CancelFunc
+	if ctx == s.ctx { // a packet from a socket: ended by Close
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	} else {
+		// A caller of Handle: its cancellation must not end the lookup of
+		// the other requests sharing it, but Close must.
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.LookupTimeout)
+		stop := context.AfterFunc(s.ctx, cancel)
+		defer stop()
+	}
+	defer cancel()
+	s.stats.inflight.Add(1)
+	defer s.stats.inflight.Add(-1)
+	if s.cfg.tracer != nil {
+		var span trace.Span
+		ctx, span = s.cfg.tracer.Start(ctx, "dhcp.lookup", trace.WithSpanKind(trace.SpanKindClient))
+		defer span.End()
+	}
+	req := backend.DHCPRequest{MACAddress: net.HardwareAddr(f.mac[:])}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		f.traced = true
+		tid, sid := sc.TraceID(), sc.SpanID()
+		f.traceparent[0] = 0
+		copy(f.traceparent[1:17], tid[:])
+		copy(f.traceparent[17:25], sid[:])
+		f.traceparent[25] = byte(sc.TraceFlags())
+		req.Traceparent = tracectx.Traceparent(ctx)
+	}
+	start := time.Now()
+	s.stats.lookups.Add(1)
+	f.dhcp, f.netboot, f.err = s.cfg.Backend.Lookup(ctx, req)
+	s.stats.observe(time.Since(start))
+	switch {
+	case f.err == nil:
+	case errors.Is(f.err, backend.ErrNotFound):
+		s.stats.notFound.Add(1)
+	default:
+		s.stats.backendErrors.Add(1)
+	}
+}
