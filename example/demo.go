@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/hostsfile"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
 )
@@ -39,7 +40,7 @@ func runDemo(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && path == "example/testdata/hosts.yaml" {
 		path = "testdata/hosts.yaml" // run from inside example/
 	}
-	hosts, err := newHostsBackend(path, log)
+	hosts, err := hostsfile.New(hostsfile.Config{Path: path, Logger: log})
 	if err != nil {
 		return usageError{fmt.Errorf("hosts file: %w", err)}
 	}
@@ -103,17 +104,11 @@ func runDemo(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger
 	serverAddr := conn.LocalAddr().(*net.UDPAddr)
 
 	fmt.Fprintf(stdout, "NATS server %s, responder on %q serving %d hosts from %s, DHCP server on udp %s\n\n",
-		ns.ClientURL(), resp.Subject(), hosts.len(), path, serverAddr)
+		ns.ClientURL(), resp.Subject(), hosts.Len(), path, serverAddr)
 
 	// 4. A DHCP client: DISCOVER, OFFER, REQUEST, ACK for every host, as a
 	//    PXE client running Tinkerbell's iPXE, and one unknown MAC.
-	var macs []net.HardwareAddr
-	for k := range hosts.cur.Load().hosts {
-		mac, _ := net.ParseMAC(k)
-		macs = append(macs, mac)
-	}
-	slices.SortFunc(macs, func(a, b net.HardwareAddr) int { return strings.Compare(a.String(), b.String()) })
-	macs = append(macs, demoUnknownMAC)
+	macs := append(hosts.MACs(), demoUnknownMAC)
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAC\tIP\tMASK\tGATEWAY\tDNS\tHOSTNAME\tNETBOOT\tTIME")

@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/hostsfile"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
 )
@@ -312,7 +314,7 @@ func connect(o *options, name string, log *slog.Logger) (*nats.Conn, error) {
 }
 
 func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
-	hosts, err := newHostsBackend(o.hosts, log)
+	hosts, err := hostsfile.New(hostsfile.Config{Path: o.hosts, ReloadInterval: o.reloadInterval, Logger: log})
 	if err != nil {
 		return usageError{fmt.Errorf("hosts file: %w", err)}
 	}
@@ -332,17 +334,30 @@ func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Reload when the file changes, and at once on SIGHUP.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	wctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); hosts.watch(wctx, o.reloadInterval, hup) }()
-	defer func() { stopWatch(); <-watched }()
+	var watchers sync.WaitGroup
+	watchers.Go(func() { _ = hosts.Watch(wctx) })
+	watchers.Go(func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				if err := hosts.Reload(); err != nil {
+					log.Error("hosts file reload failed, keeping the previous reservations", "path", o.hosts, "error", err)
+				}
+			}
+		}
+	})
+	defer func() { stopWatch(); watchers.Wait() }()
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	log.Info("responder ready", "subject", srv.Subject(), "hosts", hosts.len(), "file", o.hosts)
+	log.Info("responder ready", "subject", srv.Subject(), "hosts", hosts.Len(), "file", o.hosts)
 	select {
 	case err := <-served:
 		return err

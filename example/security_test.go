@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/hostsfile"
 	"github.com/tinkerbell/backend/internal/natstest"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
@@ -152,7 +153,7 @@ func TestSecureDeployment(t *testing.T) {
 		return nc
 	}
 	rc := connectAs(seedFile("responder", respSeed))
-	hosts, err := newHostsBackend(filepath.Join("testdata", "hosts.yaml"), log)
+	hosts, err := hostsfile.New(hostsfile.Config{Path: filepath.Join("testdata", "hosts.yaml"), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
