@@ -44,20 +44,63 @@
 // MAC address is an error matching [backend.ErrInvalidMessage] that says
 // what was wrong and quotes the start of the reply or the offending value.
 //
-// # Retries and deadlines
+// # Deadlines that hold
 //
-// An attempt that gets no reply within its budget, or finds no responder
-// on the subject, is retried up to [RetryPolicy.MaxAttempts] times in all,
-// after a backoff that doubles from [RetryPolicy.InitialBackoff] to
-// [RetryPolicy.MaxBackoff], with jitter. A retry is never started when the
-// caller's deadline would pass during its backoff. A reply is never
-// retried, whatever it says. When nobody listened, Lookup returns
-// [backend.ErrNoBackend] at once after the attempts, without waiting for
-// the deadline; when the caller's context ends, the error matches
-// ctx.Err() ([context.Canceled] or [context.DeadlineExceeded]) and
-// [backend.ErrUnavailable].
+// Lookup returns by its context's deadline whatever the connection does:
+// a stalled socket, a full reconnect buffer, nats.go's flusher blocked in
+// a socket write while it holds the connection's lock. No lookup calls into
+// nats.go itself: each [Backend] publishes through one goroutine of its own
+// (started when there is work, gone when there is none) and receives its
+// replies on one subscription of its own, <InboxPrefix>.<unique id>.>,
+// whose callback hands each reply to its lookup. When the connection is
+// stuck, only that goroutine waits on it; lookups wait for their reply or
+// their deadline, and at most 4,096 requests queue for the connection
+// (beyond that a request fails at once). A request whose lookup has
+// returned is never sent.
 //
-// Lookups start no goroutines of their own: nats.go delivers every reply
-// of a connection through one subscription, and a lookup whose context
-// ends leaves nothing behind.
+// Noticing that a NATS server is sick is the connection's job, and
+// nats.go's defaults are too patient for DHCP (a ping every two minutes):
+// connect with [ConnectionOptions], which ping every second, give up on a
+// server after two unanswered pings or a one-second write, and reconnect to
+// another server of the cluster within about two seconds. The package doc
+// of [ConnectionOptions] explains the trade-off.
+//
+// # Attempts, retries and hedged requests
+//
+// A lookup's time is its context's deadline, or [RetryPolicy.MaxAttempts]
+// × [Config.Timeout] without one. It is shared among up to MaxAttempts
+// attempts: each gets the time left divided by the attempts left (at most
+// Timeout), so that with the DHCP server's 2 s deadline and the defaults
+// there are three attempts of about 666 ms. Each request tells the
+// responder the time its attempt has left.
+//
+// Within an attempt, when no reply came within the hedge delay
+// ([Config.HedgeDelay], default 50 ms, and never less than three times the
+// observed 90th percentile of the reply time, so that a system that is
+// slow for everybody is not asked twice), the same request is sent again
+// — a hedged request: the queue group usually gives it to another replica
+// — and again after each further delay. The first valid reply to any
+// request of the lookup answers it. Hedges are budgeted: at most one per
+// lookup on average, in bursts of at most 500; lookups that are answered in
+// time send exactly one request.
+//
+// A 503 reply (the replica is overloaded or its backend unavailable) ends
+// the attempt: after a backoff that doubles from
+// [RetryPolicy.InitialBackoff] to [RetryPolicy.MaxBackoff], with jitter,
+// the next attempt asks again, usually another replica. When the NATS
+// server says "no responders" (for example in the moments after a restart,
+// before the responders have reconnected), the request is sent again after
+// the same backoff for as long as the lookup's time lasts, without using up
+// attempts; when that time runs out, Lookup returns [backend.ErrNoBackend]
+// (rather than waiting for the deadline when the next backoff would not
+// fit). Every other reply is final: an answer, 404, 400, 500 and any other
+// code. A reply that is not a valid response event, or answers for another
+// client, is rejected and counted; when no other request of the lookup is
+// still waiting, it is the lookup's error.
+//
+// When the caller's context ends, the error matches ctx.Err()
+// ([context.Canceled] or [context.DeadlineExceeded]) and
+// [backend.ErrUnavailable]. [Backend.Stats] counts lookups by outcome and
+// error code, requests, retries, hedges and hedge wins, and a latency
+// histogram.
 package nats

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv(envChildResponder); url != "" {
+		childResponder(url)
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -1,0 +1,324 @@
+package nats_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/internal/natstest"
+	natsbackend "github.com/tinkerbell/backend/nats"
+	"github.com/tinkerbell/backend/responder"
+)
+
+// The fault tests run real responders (package responder) and freeze
+// processes with SIGSTOP. A frozen responder is this test binary run again
+// as a child process: TestMain runs childResponder when envChildResponder
+// holds a NATS URL.
+const envChildResponder = "NATSREQ_TEST_CHILD_RESPONDER"
+
+// answers is the backend of every responder in these tests: each MAC gets
+// the reservation answerFor derives from it.
+var answers = backend.BackendFunc(func(_ context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+	m := answerFor(req.MACAddress)
+	return m.DHCP, m.Netboot, nil
+})
+
+// childResponder serves answers on url until it is killed; it prints
+// "ready" once its subscription is known to the server.
+func childResponder(url string) {
+	nc, err := nats.Connect(url, natsbackend.ConnectionOptions()...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	s, err := responder.New(responder.Config{Conn: nc, Backend: answers})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := nc.Flush(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fmt.Println("ready")
+	_ = s.Serve()
+	os.Exit(0)
+}
+
+// child is a responder in a child process.
+type child struct {
+	cmd  *exec.Cmd
+	exit chan struct{}
+}
+
+// startChildResponder runs a responder in a child process connected to
+// url and waits until it serves. It is killed when the test ends.
+func startChildResponder(t *testing.T, url string) *child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChildResponder+"="+url)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, exit: make(chan struct{})}
+	ready := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		ready <- line == "ready\n"
+		_, _ = io.Copy(io.Discard, out)
+		_ = cmd.Wait()
+		close(c.exit)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		<-c.exit
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("child responder did not start")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("child responder not ready after 30s")
+	}
+	return c
+}
+
+func (c *child) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// serveResponder runs an in-process responder of answers on nc until the
+// test ends.
+func serveResponder(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	s, err := responder.New(responder.Config{Conn: nc, Backend: answers})
+	if err != nil {
+		t.Fatalf("responder.New: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = s.Serve(); close(done) }()
+	t.Cleanup(func() { _ = s.Close(); <-done })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sample is one lookup of a load run.
+type sample struct {
+	start, end, deadline time.Time
+	err                  error
+}
+
+// load runs lookups at rate per second for d, each with timeout as its
+// deadline and a MAC of its own, and returns them all once each has
+// returned. A lookup that does not return within a minute fails the test.
+func load(t *testing.T, b backend.Backend, rate int, d, timeout time.Duration) []sample {
+	t.Helper()
+	var mu sync.Mutex
+	var samples []sample
+	var wg sync.WaitGroup
+	ticker := time.NewTicker(5 * time.Millisecond)
+	defer ticker.Stop()
+	begin := time.Now()
+	stop := begin.Add(d)
+	n := 0
+	for now := begin; now.Before(stop); now = <-ticker.C {
+		// As many as are due by now: a late tick catches up.
+		due := int(int64(rate) * int64(now.Sub(begin)) / int64(time.Second))
+		for n < due {
+			n++
+			mac := net.HardwareAddr{0x02, 0, 0, byte(n >> 16), byte(n >> 8), byte(n)}
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(t.Context(), timeout)
+				defer cancel()
+				dl, _ := ctx.Deadline()
+				s := sample{start: time.Now(), deadline: dl}
+				dhcp, _, err := b.Lookup(ctx, backend.DHCPRequest{MACAddress: mac})
+				s.end = time.Now()
+				if err == nil && dhcp.IPAddress != answerFor(mac).IPAddress {
+					err = fmt.Errorf("answer for another MAC: %v", dhcp.IPAddress)
+				}
+				s.err = err
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			})
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("lookups did not return within a minute")
+	}
+	slices.SortFunc(samples, func(a, b sample) int { return a.start.Compare(b.start) })
+	return samples
+}
+
+// latencies logs p50, p99 and max of the samples' durations.
+func latencies(t *testing.T, samples []sample) {
+	t.Helper()
+	if len(samples) == 0 {
+		return
+	}
+	d := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		d[i] = s.end.Sub(s.start)
+	}
+	slices.Sort(d)
+	t.Logf("%d lookups: p50 %v, p99 %v, max %v", len(d), d[len(d)/2], d[len(d)*99/100], d[len(d)-1])
+}
+
+// overrunSlack is how far past its deadline a lookup may return: timer and
+// scheduling delays on a loaded 2-core machine under the race detector.
+const overrunSlack = 100 * time.Millisecond
+
+// checkOverruns fails the test for every lookup that returned more than
+// overrunSlack after its deadline.
+func checkOverruns(t *testing.T, samples []sample) {
+	t.Helper()
+	var worst time.Duration
+	n := 0
+	for _, s := range samples {
+		if over := s.end.Sub(s.deadline); over > overrunSlack {
+			n++
+			worst = max(worst, over)
+		}
+	}
+	if n > 0 {
+		t.Errorf("%d of %d lookups returned more than %v after their deadline (worst %v)", n, len(samples), overrunSlack, worst)
+	}
+}
+
+// TestFrozenReplica: one of three responder replicas is frozen (SIGSTOP)
+// under steady load: the NATS server keeps giving it a third of the
+// requests, and hedges and retries route around it. No lookup fails.
+func TestFrozenReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 s of load")
+	}
+	srv := natstest.Run(t, nil)
+	replica := startChildResponder(t, srv.ClientURL())
+	for range 2 {
+		serveResponder(t, natstest.Connect(t, srv))
+	}
+	b := newBackend(t, natstest.Connect(t, srv), natsbackend.Config{})
+	// Warm up: every replica answers.
+	if failed := failures(load(t, b, 100, 300*time.Millisecond, dhcpserver.DefaultLookupTimeout)); len(failed) > 0 {
+		t.Fatalf("warm-up: %d lookups failed, first: %v", len(failed), failed[0].err)
+	}
+	before := b.Stats()
+
+	replica.signal(t, syscall.SIGSTOP)
+	samples := load(t, b, 500, 10*time.Second, dhcpserver.DefaultLookupTimeout)
+	s := b.Stats()
+	latencies(t, samples)
+	t.Logf("requests %d, hedges %d (won %d, denied %d), retries %d", s.Requests-before.Requests,
+		s.Hedges-before.Hedges, s.HedgeWins-before.HedgeWins, s.HedgesDenied-before.HedgesDenied, s.Retries-before.Retries)
+	if len(samples) < 4500 {
+		t.Errorf("only %d lookups in 10 s; want at least 500/s", len(samples))
+	}
+	if failed := failures(samples); len(failed) > 0 {
+		t.Errorf("%d of %d lookups failed, first: %v", len(failed), len(samples), failed[0].err)
+	}
+	checkOverruns(t, samples)
+	replica.signal(t, syscall.SIGCONT)
+}
+
+func failures(samples []sample) []sample {
+	var f []sample
+	for _, s := range samples {
+		if s.err != nil {
+			f = append(f, s)
+		}
+	}
+	return f
+}
+
+// TestStalledConnection: the requester's connection stalls (a proxy stops
+// forwarding) while its write buffer is full, so that nats.go's flusher
+// sits in a blocked socket write holding the connection's lock, with
+// nats.go's default options. Every lookup still returns by its deadline.
+func TestStalledConnection(t *testing.T) {
+	srv := natstest.Run(t, nil)
+	serveResponder(t, natstest.Connect(t, srv))
+	p := natstest.NewProxy(t, srv.Addr().String())
+	nc, err := nats.Connect(p.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	t.Cleanup(p.Close) // runs first: unblocks the flusher so that Close can finish
+	b := newBackend(t, nc, natsbackend.Config{})
+	if _, _, err := b.Lookup(t.Context(), backend.DHCPRequest{MACAddress: testMAC}); err != nil {
+		t.Fatalf("Lookup before the stall: %v", err)
+	}
+
+	p.Stall()
+	// Fill the socket buffers: 1 MB messages until publishing blocks.
+	var published atomicCounter
+	go func() {
+		junk := make([]byte, 1<<20)
+		for {
+			if nc.Publish("junk", junk) != nil {
+				return
+			}
+			published.add()
+		}
+	}()
+	// Publishing is stuck once the count stops moving.
+	last, still := int64(-1), 0
+	deadline := time.Now().Add(30 * time.Second)
+	for still < 20 {
+		if time.Now().After(deadline) {
+			t.Fatal("publishing never blocked")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter
+		if n := published.load(); n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	samples := load(t, b, 100, time.Second, 300*time.Millisecond)
+	if len(failures(samples)) != len(samples) {
+		t.Errorf("%d of %d lookups succeeded through a stalled connection", len(samples)-len(failures(samples)), len(samples))
+	}
+	for _, s := range samples {
+		if !errors.Is(s.err, backend.ErrUnavailable) {
+			t.Errorf("Lookup: error %v, want ErrUnavailable", s.err)
+			break
+		}
+	}
+	checkOverruns(t, samples)
+	t.Logf("%d lookups on a stalled connection (%d MB written before it blocked)", len(samples), last)
+}
