@@ -1,0 +1,194 @@
+package metrics
+
+import (
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/responder"
+)
+
+// Namespace is the first part of every metric name.
+const Namespace = "tinkerbell"
+
+func desc(subsystem, name, help string, labels []string, constLabels prometheus.Labels) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, labels, constLabels)
+}
+
+// seconds converts a duration to the unit of Prometheus.
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+// messageType is the label value of a DHCP message type: "discover",
+// "offer", ... (bounded: option 53 is one byte).
+func messageType(t dhcpv4.MessageType) string {
+	return strings.ToLower(t.String())
+}
+
+// The message types and drop reasons exported even when their count is
+// zero, so that rate() works from the first scrape.
+var (
+	requestTypes = []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest,
+		dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform}
+	replyTypes  = []dhcpv4.MessageType{dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak}
+	dropReasons = []dhcpserver.DropReason{
+		dhcpserver.DropMalformed, dhcpserver.DropNotRequest, dhcpserver.DropHardware, dhcpserver.DropOversize,
+		dhcpserver.DropMessageType, dhcpserver.DropOtherServer, dhcpserver.DropNotFound, dhcpserver.DropBackend,
+		dhcpserver.DropNoAddress, dhcpserver.DropNoReply, dhcpserver.DropTooLarge, dhcpserver.DropQueueFull,
+		dhcpserver.DropWrite,
+	}
+)
+
+// withZeros returns m's counts by label value, with a zero for each of
+// known that m lacks.
+func withZeros[K comparable](m map[K]uint64, known []K, label func(K) string) map[string]uint64 {
+	out := make(map[string]uint64, len(m)+len(known))
+	for _, k := range known {
+		out[label(k)] = 0
+	}
+	for k, n := range m {
+		out[label(k)] += n
+	}
+	return out
+}
+
+// histogram converts a dhcpserver.Histogram to the cumulative buckets of a
+// Prometheus histogram.
+func histogram(h dhcpserver.Histogram) (count uint64, sum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(h.Bounds))
+	var cum uint64
+	for i, b := range h.Bounds {
+		if i < len(h.Counts) {
+			cum += h.Counts[i]
+		}
+		buckets[seconds(b)] = cum
+	}
+	return h.Count, seconds(h.Sum), buckets
+}
+
+// DHCPServerCollector exports the [dhcpserver.Stats] of a DHCP server.
+// Create it with [NewDHCPServerCollector].
+type DHCPServerCollector struct {
+	stats func() dhcpserver.Stats
+
+	received, answered, dropped          *prometheus.Desc
+	lookups, coalesced, notFound, errors *prometheus.Desc
+	latency                              *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*DHCPServerCollector)(nil)
+
+// NewDHCPServerCollector returns a collector of the statistics of s:
+//
+//	tinkerbell_dhcp_requests_received_total{type}   well-formed requests by DHCP message type
+//	tinkerbell_dhcp_replies_sent_total{type}        replies sent by message type (offer, ack, nak)
+//	tinkerbell_dhcp_packets_dropped_total{reason}   packets that got no reply, by [dhcpserver.DropReason]
+//	tinkerbell_dhcp_lookups_total                   Backend calls
+//	tinkerbell_dhcp_lookups_coalesced_total         requests that shared another's Backend call
+//	tinkerbell_dhcp_lookups_not_found_total         lookups without a reservation
+//	tinkerbell_dhcp_lookup_errors_total             lookups that failed or timed out
+//	tinkerbell_dhcp_lookup_duration_seconds         histogram of Backend call durations
+func NewDHCPServerCollector(s *dhcpserver.Server) *DHCPServerCollector {
+	return newDHCPServerCollector(s.Stats)
+}
+
+func newDHCPServerCollector(stats func() dhcpserver.Stats) *DHCPServerCollector {
+	const sub = "dhcp"
+	return &DHCPServerCollector{
+		stats:     stats,
+		received:  desc(sub, "requests_received_total", "Well-formed DHCP requests received, by message type.", []string{"type"}, nil),
+		answered:  desc(sub, "replies_sent_total", "DHCP replies sent, by message type.", []string{"type"}, nil),
+		dropped:   desc(sub, "packets_dropped_total", "Received packets that got no reply, by reason.", []string{"reason"}, nil),
+		lookups:   desc(sub, "lookups_total", "Backend lookups made.", nil, nil),
+		coalesced: desc(sub, "lookups_coalesced_total", "Requests that shared the Backend lookup of a concurrent request for the same client.", nil, nil),
+		notFound:  desc(sub, "lookups_not_found_total", "Backend lookups that found no reservation.", nil, nil),
+		errors:    desc(sub, "lookup_errors_total", "Backend lookups that failed or timed out.", nil, nil),
+		latency:   desc(sub, "lookup_duration_seconds", "Duration of Backend lookups.", nil, nil),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (c *DHCPServerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.received, c.answered, c.dropped, c.lookups, c.coalesced, c.notFound, c.errors, c.latency} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector]: it reads one snapshot of the
+// server's statistics.
+func (c *DHCPServerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for v, n := range withZeros(st.Received, requestTypes, messageType) {
+		ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(n), v)
+	}
+	for v, n := range withZeros(st.Answered, replyTypes, messageType) {
+		ch <- prometheus.MustNewConstMetric(c.answered, prometheus.CounterValue, float64(n), v)
+	}
+	for v, n := range withZeros(st.Dropped, dropReasons, func(r dhcpserver.DropReason) string { return string(r) }) {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), v)
+	}
+	ch <- prometheus.MustNewConstMetric(c.lookups, prometheus.CounterValue, float64(st.Lookups))
+	ch <- prometheus.MustNewConstMetric(c.coalesced, prometheus.CounterValue, float64(st.Coalesced))
+	ch <- prometheus.MustNewConstMetric(c.notFound, prometheus.CounterValue, float64(st.NotFound))
+	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.BackendErrors))
+	count, sum, buckets := histogram(st.LookupLatency)
+	ch <- prometheus.MustNewConstHistogram(c.latency, count, sum, buckets)
+}
+
+// ResponderCollector exports the [responder.Stats] of a responder. Create
+// it with [NewResponderCollector].
+type ResponderCollector struct {
+	stats func() responder.Stats
+
+	requests, errors, processing, inFlight, pending, dropped *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*ResponderCollector)(nil)
+
+// NewResponderCollector returns a collector of the statistics of s, each
+// with the constant label subject (the subject s serves):
+//
+//	tinkerbell_responder_requests_total            requests handled
+//	tinkerbell_responder_errors_total              requests answered with an error code, or not answered
+//	tinkerbell_responder_processing_seconds_total  time spent handling requests
+//	tinkerbell_responder_in_flight                 requests being handled now
+//	tinkerbell_responder_pending                   requests waiting in NATS' pending buffer (queue depth)
+//	tinkerbell_responder_dropped_total             requests NATS dropped because the buffer was full (sheds)
+func NewResponderCollector(s *responder.Server) *ResponderCollector {
+	return newResponderCollector(s.Stats, s.Subject())
+}
+
+func newResponderCollector(stats func() responder.Stats, subject string) *ResponderCollector {
+	const sub = "responder"
+	l := prometheus.Labels{"subject": subject}
+	return &ResponderCollector{
+		stats:      stats,
+		requests:   desc(sub, "requests_total", "Lookup requests handled, successful or not.", nil, l),
+		errors:     desc(sub, "errors_total", "Lookup requests answered with an error code (404 included) or not answered.", nil, l),
+		processing: desc(sub, "processing_seconds_total", "Time spent handling requests, from taking one to sending its reply.", nil, l),
+		inFlight:   desc(sub, "in_flight", "Requests being handled now.", nil, l),
+		pending:    desc(sub, "pending", "Requests waiting in the NATS pending buffer of the subscription.", nil, l),
+		dropped:    desc(sub, "dropped_total", "Requests NATS dropped because the pending buffer was full.", nil, l),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (c *ResponderCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.requests, c.errors, c.processing, c.inFlight, c.pending, c.dropped} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector]: it reads one snapshot of the
+// responder's statistics.
+func (c *ResponderCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(st.Requests))
+	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.Errors))
+	ch <- prometheus.MustNewConstMetric(c.processing, prometheus.CounterValue, seconds(st.ProcessingTime))
+	ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
+}
