@@ -1,13 +1,16 @@
 package metrics
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
+	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
 )
 
@@ -54,18 +57,18 @@ func withZeros[K comparable](m map[K]uint64, known []K, label func(K) string) ma
 	return out
 }
 
-// histogram converts a dhcpserver.Histogram to the cumulative buckets of a
-// Prometheus histogram.
-func histogram(h dhcpserver.Histogram) (count uint64, sum float64, buckets map[float64]uint64) {
-	buckets = make(map[float64]uint64, len(h.Bounds))
+// histogram returns a Prometheus histogram of non-cumulative counts per
+// bound (and one more for longer durations).
+func histogram(d *prometheus.Desc, bounds []time.Duration, counts []uint64, count uint64, sum time.Duration, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(bounds))
 	var cum uint64
-	for i, b := range h.Bounds {
-		if i < len(h.Counts) {
-			cum += h.Counts[i]
+	for i, b := range bounds {
+		if i < len(counts) {
+			cum += counts[i]
 		}
 		buckets[seconds(b)] = cum
 	}
-	return h.Count, seconds(h.Sum), buckets
+	return prometheus.MustNewConstHistogram(d, count, seconds(sum), buckets, labels...)
 }
 
 // DHCPServerCollector exports the [dhcpserver.Stats] of a DHCP server.
@@ -133,8 +136,8 @@ func (c *DHCPServerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.coalesced, prometheus.CounterValue, float64(st.Coalesced))
 	ch <- prometheus.MustNewConstMetric(c.notFound, prometheus.CounterValue, float64(st.NotFound))
 	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.BackendErrors))
-	count, sum, buckets := histogram(st.LookupLatency)
-	ch <- prometheus.MustNewConstHistogram(c.latency, count, sum, buckets)
+	h := st.LookupLatency
+	ch <- histogram(c.latency, h.Bounds, h.Counts, h.Count, h.Sum)
 }
 
 // ResponderCollector exports the [responder.Stats] of a responder. Create
@@ -191,4 +194,90 @@ func (c *ResponderCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
+}
+
+// RequesterCollector exports the [natsbackend.Stats] of a requester.
+// Create it with [NewRequesterCollector].
+type RequesterCollector struct {
+	stats func() natsbackend.Stats
+
+	lookups, codes, requests, retries, noResponders   *prometheus.Desc
+	hedges, hedgeWins, hedgesDenied, rejected, latency *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*RequesterCollector)(nil)
+
+// requesterOutcomes are exported even when their count is zero.
+var requesterOutcomes = []natsbackend.Outcome{
+	natsbackend.OutcomeOK, natsbackend.OutcomeNotFound, natsbackend.OutcomeRemoteError, natsbackend.OutcomeNoBackend,
+	natsbackend.OutcomeTimeout, natsbackend.OutcomeCanceled, natsbackend.OutcomeUnavailable,
+	natsbackend.OutcomeInvalidReply, natsbackend.OutcomeBadSignature, natsbackend.OutcomeBadRequest,
+}
+
+var requesterCodes = []int{backend.CodeBadRequest, backend.CodeNotFound, backend.CodeInternal, backend.CodeUnavailable}
+
+// NewRequesterCollector returns a collector of the statistics of the
+// requester b (package [github.com/tinkerbell/backend/nats]), each with the
+// constant label subject (the subject b asks on):
+//
+//	tinkerbell_requester_lookups_total{outcome}        finished lookups by [natsbackend.Outcome]
+//	tinkerbell_requester_error_codes_total{code}       error codes of the replies that ended lookups ("400", "404", "500", "503", "other")
+//	tinkerbell_requester_requests_total                request messages published (first tries, retries, hedges)
+//	tinkerbell_requester_retries_total                 requests sent again after a timeout, a 503 or "no responders"
+//	tinkerbell_requester_no_responders_total           "no responders" notices from NATS
+//	tinkerbell_requester_hedges_total                  hedged requests sent
+//	tinkerbell_requester_hedge_wins_total              lookups answered by a hedged request
+//	tinkerbell_requester_hedges_denied_total           hedges not sent because the hedge budget was spent
+//	tinkerbell_requester_replies_rejected_total        invalid, mismatched or unsigned replies dropped
+//	tinkerbell_requester_lookup_duration_seconds       histogram of lookup durations
+func NewRequesterCollector(b *natsbackend.Backend) *RequesterCollector {
+	return newRequesterCollector(b.Stats, b.Subject())
+}
+
+func newRequesterCollector(stats func() natsbackend.Stats, subject string) *RequesterCollector {
+	const sub = "requester"
+	l := prometheus.Labels{"subject": subject}
+	return &RequesterCollector{
+		stats:        stats,
+		lookups:      desc(sub, "lookups_total", "Finished lookups, by outcome.", []string{"outcome"}, l),
+		codes:        desc(sub, "error_codes_total", "Error codes of the replies that ended lookups.", []string{"code"}, l),
+		requests:     desc(sub, "requests_total", "Request messages published: first tries, retries and hedges.", nil, l),
+		retries:      desc(sub, "retries_total", "Requests sent again after a timeout, a 503 reply or no responders.", nil, l),
+		noResponders: desc(sub, "no_responders_total", "No-responders notices from the NATS server.", nil, l),
+		hedges:       desc(sub, "hedges_total", "Hedged requests sent.", nil, l),
+		hedgeWins:    desc(sub, "hedge_wins_total", "Lookups answered by a hedged request rather than the one it hedged.", nil, l),
+		hedgesDenied: desc(sub, "hedges_denied_total", "Hedges not sent because the hedge budget was spent.", nil, l),
+		rejected:     desc(sub, "replies_rejected_total", "Replies dropped as invalid, answering another question, or not signed by a trusted key.", nil, l),
+		latency:      desc(sub, "lookup_duration_seconds", "Duration of lookups, successful or not.", nil, l),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (c *RequesterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.lookups, c.codes, c.requests, c.retries, c.noResponders,
+		c.hedges, c.hedgeWins, c.hedgesDenied, c.rejected, c.latency} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector]: it reads one snapshot of the
+// requester's statistics.
+func (c *RequesterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for v, n := range withZeros(st.Lookups, requesterOutcomes, func(o natsbackend.Outcome) string { return string(o) }) {
+		ch <- prometheus.MustNewConstMetric(c.lookups, prometheus.CounterValue, float64(n), v)
+	}
+	for v, n := range withZeros(st.Codes, requesterCodes, strconv.Itoa) {
+		ch <- prometheus.MustNewConstMetric(c.codes, prometheus.CounterValue, float64(n), v)
+	}
+	ch <- prometheus.MustNewConstMetric(c.codes, prometheus.CounterValue, float64(st.OtherCodes), "other")
+	for _, m := range []struct {
+		d *prometheus.Desc
+		n uint64
+	}{{c.requests, st.Requests}, {c.retries, st.Retries}, {c.noResponders, st.NoResponders}, {c.hedges, st.Hedges},
+		{c.hedgeWins, st.HedgeWins}, {c.hedgesDenied, st.HedgesDenied}, {c.rejected, st.Rejected}} {
+		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.n))
+	}
+	h := st.Latency
+	ch <- histogram(c.latency, h.Bounds, h.Counts, h.Count, h.Sum)
 }

@@ -46,7 +46,7 @@ func startDHCP(t *testing.T) (*dhcpserver.Server, *net.UDPAddr) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeConn(conn) }()
+	go func() { done <- srv.Serve(conn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -179,6 +179,29 @@ tinkerbell_responder_in_flight{subject="tinkerbell.dhcp.backend"} 0
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"tinkerbell_responder_requests_total", "tinkerbell_responder_errors_total", "tinkerbell_responder_in_flight"); err != nil {
 		t.Error(err)
+	}
+
+	rc := metrics.NewRequesterCollector(req)
+	if problems, err := testutil.CollectAndLint(rc); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	for _, tc := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"tinkerbell_requester_lookups_total", "outcome", "ok", 1},
+		{"tinkerbell_requester_lookups_total", "outcome", "not_found", 1},
+		{"tinkerbell_requester_lookups_total", "outcome", "timeout", 0},
+		{"tinkerbell_requester_error_codes_total", "code", "404", 1},
+		{"tinkerbell_requester_error_codes_total", "code", "other", 0},
+		{"tinkerbell_requester_requests_total", "subject", "tinkerbell.dhcp.backend", 2},
+	} {
+		if got := testutil.ToFloat64(constLabel(rc, tc.name, tc.label, tc.value)); got != tc.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", tc.name, tc.label, tc.value, got, tc.want)
+		}
+	}
+	if n := histogramCount(t, rc, "tinkerbell_requester_lookup_duration_seconds"); n != 2 {
+		t.Errorf("requester lookup_duration_seconds count = %d, want 2", n)
 	}
 }
 
