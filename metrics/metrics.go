@@ -201,7 +201,7 @@ func (c *ResponderCollector) Collect(ch chan<- prometheus.Metric) {
 type RequesterCollector struct {
 	stats func() natsbackend.Stats
 
-	lookups, codes, requests, retries, noResponders   *prometheus.Desc
+	lookups, codes, requests, retries, noResponders    *prometheus.Desc
 	hedges, hedgeWins, hedgesDenied, rejected, latency *prometheus.Desc
 }
 
