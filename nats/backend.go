@@ -102,6 +102,17 @@ type Config struct {
 	// nats.CustomInboxPrefix, or [DefaultInboxPrefix].
 	InboxPrefix string
 
+	// TrustedKeys, when set, are the nkeys public keys ("U…") whose
+	// signatures the Backend accepts: a reply that is unsigned, signed by
+	// another key or whose signature does not match the request and the
+	// data is rejected with an error matching [backend.ErrBadSignature]
+	// (and counted as [OutcomeBadSignature]) and the request is sent
+	// again after a backoff while the lookup's time lasts, since another
+	// responder may be the real one. Responders sign with the seed of one of these keys (package
+	// responder). This protects the boot decision even when NATS
+	// permissions are wrong. Off by default.
+	TrustedKeys []string
+
 	// TracerProvider, when set, makes each lookup an OpenTelemetry span of
 	// kind client, with its requests as span events; the responder's span
 	// becomes its child. Nil means no tracing, at no cost.
@@ -147,8 +158,18 @@ type Backend struct {
 	ids      wire.IDs
 	mux      *mux
 	stats    stats
-	tokens   atomic.Int64 // hedge budget, in thousandths of a hedge
-	p90      atomic.Int64 // estimated 90th percentile of the reply time, in ns
+	tokens   atomic.Int64             // hedge budget, in thousandths of a hedge
+	p90      atomic.Int64             // estimated 90th percentile of the reply time, in ns
+	trusted  func(signer string) bool // nil: replies need no signature
+	warned   atomic.Int64             // when the last rate-limited warning was logged, in Unix ns
+}
+
+// warnNow reports whether a rate-limited warning may be logged at now: at
+// most one a second, so that whoever sends bad replies cannot flood the
+// log; [Stats] counts them all.
+func (b *Backend) warnNow(now time.Time) bool {
+	last := b.warned.Load()
+	return now.UnixNano()-last >= int64(time.Second) && b.warned.CompareAndSwap(last, now.UnixNano())
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -238,6 +259,13 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if !wire.ValidSubject(prefix) {
 		return nil, fmt.Errorf("%w: nats: invalid InboxPrefix %q", backend.ErrInvalidConfig, prefix)
+	}
+	if len(cfg.TrustedKeys) > 0 {
+		trusted, err := wire.TrustedKeys(cfg.TrustedKeys...)
+		if err != nil {
+			return nil, fmt.Errorf("nats: TrustedKeys: %w", err)
+		}
+		b.trusted = trusted
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -561,7 +589,21 @@ func (s *lookupState) handle(d delivery, req *backend.DHCPRequest) (outcome, boo
 	if d.try < len(s.sent) && !s.sent[d.try].IsZero() {
 		b.observe(now.Sub(s.sent[d.try]))
 	}
-	m, err := decodeReply(d.msg)
+	m, err := b.decodeReply(d.msg, s.c.buf)
+	if errors.Is(err, backend.ErrBadSignature) {
+		b.stats.rejected.Add(1)
+		if b.warnNow(now) {
+			b.log.WarnContext(s.ctx, "nats backend: rejected a reply not signed by a trusted key: someone else is answering lookups",
+				"subject", b.subject, "mac", req.MACAddress.String(), "error", err, "rejected", b.stats.rejected.Load())
+		}
+		s.lastErr, s.lastOut, s.lastCode = fmt.Errorf("nats: reply from %q: %w", b.subject, err), OutcomeBadSignature, 0
+		if s.pending > 0 || !s.retryAt.IsZero() {
+			return outcome{}, false
+		}
+		// Another responder may be the real one: ask again while time
+		// lasts, as after "no responders".
+		return s.retryAfterBackoff(now, false)
+	}
 	if err == nil && len(m.MACAddress) != 0 && !bytes.Equal(m.MACAddress, req.MACAddress) {
 		err = fmt.Errorf("nats: reply from %q is for another client: %w", b.subject,
 			&backend.FieldError{Field: "data.MACAddress", Value: m.MACAddress.String(), Err: backend.ErrUnexpected})
@@ -622,8 +664,8 @@ func (s *lookupState) giveUp() outcome {
 		return s.noBackend()
 	case OutcomeRemoteError:
 		return outcome{err: s.lastErr, outcome: OutcomeRemoteError, code: s.lastCode}
-	case OutcomeInvalidReply:
-		return outcome{err: s.lastErr, outcome: OutcomeInvalidReply}
+	case OutcomeInvalidReply, OutcomeBadSignature:
+		return outcome{err: s.lastErr, outcome: s.lastOut}
 	case OutcomeUnavailable:
 		return outcome{err: fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, s.b.subject, s.lastErr), outcome: OutcomeUnavailable}
 	}
@@ -686,8 +728,23 @@ func (b *Backend) takeHedge() bool {
 
 // decodeReply turns a reply into a Message, which may carry an error code.
 // A reply without an event body but with NATS micro error headers is the
-// error those headers describe.
-func decodeReply(reply *nats.Msg) (backend.Message, error) {
+// error those headers describe. With trusted keys, the reply must be an
+// event signed by one of them for the request event in req.
+func (b *Backend) decodeReply(reply *nats.Msg, req []byte) (backend.Message, error) {
+	if b.trusted != nil {
+		ev, m, err := wire.DecodeResponse(reply.Data)
+		if err != nil {
+			if !looksLikeEvent(reply.Data) {
+				// Micro error headers alone carry no signature.
+				return backend.Message{}, wire.ErrUnsigned
+			}
+			return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", excerpt.Quote(reply.Data), err)
+		}
+		if err := wire.VerifyEvent(b.trusted, requestID(req), &ev); err != nil {
+			return backend.Message{}, err
+		}
+		return m, nil
+	}
 	if looksLikeEvent(reply.Data) {
 		return decodeEvent(reply.Data)
 	}
@@ -710,6 +767,20 @@ func decodeEvent(data []byte) (backend.Message, error) {
 		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", excerpt.Quote(data), err)
 	}
 	return m, nil
+}
+
+// requestID returns the id attribute of the request event req, which
+// [wire.AppendRequest] writes first, unescaped.
+func requestID(req []byte) string {
+	const head = `{"specversion":"1.0","id":"`
+	if !bytes.HasPrefix(req, []byte(head)) {
+		return ""
+	}
+	rest := req[len(head):]
+	if i := bytes.IndexByte(rest, '"'); i >= 0 {
+		return string(rest[:i])
+	}
+	return ""
 }
 
 func looksLikeEvent(b []byte) bool {

@@ -25,6 +25,9 @@ import (
 //
 //   - raw: nc.Request with the bytes of a request event, no decoding; the
 //     cost of the NATS round trip itself.
+//   - natsbackend-signed: a lookup that requires a signed answer, against
+//     an echo responder that decodes the request's id and signs its answer
+//     (signing and verifying: the whole cost of signatures per lookup).
 //   - sdkgo: the same lookup done with the CloudEvents SDK: build an
 //     event.Event, json.Marshal it, send it with the same NATS headers as
 //     the requester (the wire protocol asks for them), json.Unmarshal the
@@ -59,7 +62,33 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 		b.Fatal(err)
 	}
 
+	// A signing echo responder: it decodes the request's id and signs the
+	// same fixed answer for it, as a signing responder does.
+	signer := newSigner(b)
+	full := fullMessage(testMAC)
+	sigSub, err := resp.Subscribe("bench.signed", func(m *nats.Msg) {
+		ev, err := wire.Decode(m.Data, backend.RequestEventType)
+		if err != nil {
+			return
+		}
+		var ids wire.IDs
+		a := wire.Attrs{Source: "/test/responder", Type: backend.ResponseEventType, Time: time.Now()}
+		body, err := wire.AppendSignedResponse(make([]byte, 0, 1024), &a, &ids, &full, ev.ID, signer)
+		if err != nil {
+			return
+		}
+		_ = m.RespondMsg(&nats.Msg{Header: hdr, Data: body})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sigSub.Unsubscribe() })
+	if err := resp.Flush(); err != nil {
+		b.Fatal(err)
+	}
+
 	be := newBackend(b, req, natsbackend.Config{Timeout: benchTimeout})
+	signed := newBackend(b, req, natsbackend.Config{Timeout: benchTimeout, Subject: "bench.signed", TrustedKeys: []string{signer.PublicKey()}})
 	dreq := backend.DHCPRequest{MACAddress: testMAC}
 	var ids wire.IDs
 	attrs := wire.Attrs{Source: natsbackend.DefaultSource, Type: backend.RequestEventType, Time: time.Now()}
@@ -68,6 +97,10 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 	return map[string]lookupFunc{
 		"natsbackend": func(ctx context.Context) error {
 			_, _, err := be.Lookup(ctx, dreq)
+			return err
+		},
+		"natsbackend-signed": func(ctx context.Context) error {
+			_, _, err := signed.Lookup(ctx, dreq)
 			return err
 		},
 		"raw": func(context.Context) error {
@@ -107,7 +140,7 @@ func benchEnv(b *testing.B) map[string]lookupFunc {
 	}
 }
 
-var benchOrder = []string{"natsbackend", "raw", "sdkgo"}
+var benchOrder = []string{"natsbackend", "natsbackend-signed", "raw", "sdkgo"}
 
 func BenchmarkLookup(b *testing.B) {
 	fns := benchEnv(b)
