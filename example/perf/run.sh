@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# perfdhcp benchmark: the example's full loop (DHCP server + NATS server +
+# responder) against ISC Kea with the same reservations, in the same run.
+#
+#   sudo example/perf/run.sh            # from the repository root; ~10 min
+#   sudo REPEAT=1 PERIOD=3 example/perf/run.sh   # quick look
+#
+# Not run by CI. Needs root, Linux, go, iproute2, taskset, setsid, perfdhcp
+# (Debian package kea-admin) and kea-dhcp4 (Debian kea-dhcp4-server; stop
+# the daemon the package may start, the script only starts its own).
+#
+# What it does:
+#   - builds the example binary;
+#   - writes HOSTS reservations (52:54:00:ab:00:00 upwards, addresses
+#     198.18.16.0 upwards in 198.18.0.0/16) as an example hosts file and as
+#     a Kea configuration (memfile, reservations in the subnet, no pools);
+#   - creates two network namespaces joined by a veth pair: the servers on
+#     198.18.0.1, perfdhcp on 198.18.0.2. perfdhcp sends unicast with
+#     giaddr = its own address, i.e. it plays a relay agent; the servers
+#     answer the relay (giaddr:67), the DHCP server runs in UDP mode (-udp);
+#   - pins the server processes together on SERVER_CPU and perfdhcp on
+#     CLIENT_CPU (taskset);
+#   - for each variant and repetition: searches the highest rate with fewer
+#     than MAX_DROP % of DORAs lost (rates growing by GROWTH, then
+#     bisection to RESOLUTION %), then runs DELAY_RATE DORA/s for
+#     DELAY_PERIOD seconds for the average DISCOVER->OFFER delay;
+#   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of all
+#     server processes over the measured run, divided by completed DORAs;
+#   - prints one table of medians over the repetitions; the ratios are
+#     medians of the per-repetition ratios against Kea (same run).
+#
+# Variants (VARIANTS, space separated, run in alternating order):
+#   kea     kea-dhcp4 2.2, memfile (persist false), single-threaded
+#   loop    -server, -responder -hosts, and the DHCP server -udp ... LOOP_FLAGS
+#   loopoff the full loop with OFF_FLAGS added (availability features off);
+#           skipped when OFF_FLAGS is empty
+#   inproc  the DHCP server with the hosts file linked in (INPROC_FLAGS);
+#           skipped when INPROC_FLAGS is empty and the example has no such
+#           flag
+#
+# The machine may be shared: the script runs in its own session and raises
+# that session's scheduler autogroup priority (AUTOGROUP_NICE) so that the
+# processes measured are not starved by unrelated work; everything else
+# keeps its priority. It removes its namespaces and stops its processes (by
+# PID) on exit, also on failure or interrupt.
+set -euo pipefail
+
+# ---- knobs (environment) ----
+HOSTS=${HOSTS:-10000}               # reserved MACs
+SERVER_CPU=${SERVER_CPU:-1}         # core for all server processes
+CLIENT_CPU=${CLIENT_CPU:-0}         # core for perfdhcp
+PERIOD=${PERIOD:-5}                 # seconds per rate step
+REPEAT=${REPEAT:-3}                 # repetitions (medians are reported)
+START_RATE=${START_RATE:-4000}      # first rate tried (DORA/s)
+GROWTH=${GROWTH:-1.3}               # rate factor while steps pass
+RESOLUTION=${RESOLUTION:-5}         # bisection stops at this gap (%)
+MAX_DROP=${MAX_DROP:-1}             # lost DORAs allowed (%)
+DELAY_RATE=${DELAY_RATE:-1000}      # rate of the delay run
+DELAY_PERIOD=${DELAY_PERIOD:-10}    # seconds of the delay run
+AUTOGROUP_NICE=${AUTOGROUP_NICE:--10}
+VARIANTS=${VARIANTS:-kea loop loopoff inproc}
+LOOP_FLAGS=${LOOP_FLAGS:-}          # extra DHCP server flags (full loop)
+OFF_FLAGS=${OFF_FLAGS:-}            # extra flags that turn features off
+INPROC_FLAGS=${INPROC_FLAGS:-}      # DHCP server flags for an in-process backend
+KEEP=${KEEP:-0}                     # 1: keep the work directory
+OUT=${OUT:-}                        # also append the raw step log here
+
+# ---- run in a session (and autogroup) of our own ----
+if [[ ${TB_PERF_INNER:-} != 1 ]]; then
+	export TB_PERF_INNER=1 TB_PERF_PIDFILE
+	TB_PERF_PIDFILE=$(mktemp /tmp/tbperf-pid.XXXXXX)
+	setsid "$0" "$@" &
+	inner=$!
+	forward() {
+		local p
+		p=$(cat "$TB_PERF_PIDFILE" 2>/dev/null || true)
+		kill -TERM "${p:-$inner}" 2>/dev/null || true
+	}
+	trap forward INT TERM HUP
+	rc=0
+	while kill -0 "$inner" 2>/dev/null; do
+		wait "$inner" && rc=0 || rc=$?
+	done
+	rm -f "$TB_PERF_PIDFILE"
+	exit "$rc"
+fi
+echo $$ >"$TB_PERF_PIDFILE"
+
+log() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+[[ $(id -u) == 0 ]] || die "run as root (network namespaces, port 67)"
+for c in go ip taskset perfdhcp kea-dhcp4 awk; do
+	command -v "$c" >/dev/null || die "$c not found"
+done
+echo "$AUTOGROUP_NICE" >/proc/self/autogroup 2>/dev/null || log "cannot set autogroup nice; continuing"
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/tbperf.XXXXXX)
+tag=$$
+ns_s=tbp${tag}s ns_c=tbp${tag}c       # namespace names (<= 15 bytes)
+if_s=tbp${tag}s0 if_c=tbp${tag}c0
+srv_ip=198.18.0.1 cli_ip=198.18.0.2
+nats_url=nats://127.0.0.1:14222
+hz=$(getconf CLK_TCK)
+pids=()        # server processes of the running variant
+names=()       # their names, for the per-process CPU split in the step log
+steplog=$work/steps.tsv
+
+stop_servers() {
+	local p
+	((${#pids[@]})) || return 0
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for _ in $(seq 50); do
+		local alive=0
+		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	pids=()
+	names=()
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	stop_servers
+	ip netns del "$ns_s" 2>/dev/null || true
+	ip netns del "$ns_c" 2>/dev/null || true
+	if [[ $KEEP == 1 || $rc != 0 ]]; then
+		log "work directory kept: $work"
+	else
+		rm -rf "$work"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# ---- build ----
+log "building the example"
+(cd "$repo" && go build -o "$work/tb-example" ./example)
+bin=$work/tb-example
+
+# ---- reservations: example hosts file, MAC list, Kea configuration ----
+# Host i: MAC 52:54:00:ab:HH:LL (HHLL = i), address 198.18.0.0 + 4096 + i.
+log "writing $HOSTS reservations"
+awk -v n="$HOSTS" 'BEGIN {
+	print "# generated by example/perf/run.sh"
+	print "hosts:"
+	for (i = 0; i < n; i++) {
+		a = 4096 + i
+		printf "  \"52:54:00:ab:%02x:%02x\":\n", int(i / 256), i % 256
+		printf "    IPAddress: 198.18.%d.%d\n", int(a / 256), a % 256
+		print "    SubnetMask: 255.255.0.0"
+		print "    DefaultGateway: 198.18.0.1"
+		print "    NameServers: [198.18.0.1]"
+		print "    LeaseTime: 3600"
+	}
+}' >"$work/hosts.yaml"
+awk -v n="$HOSTS" 'BEGIN { for (i = 0; i < n; i++) printf "52:54:00:ab:%02x:%02x\n", int(i / 256), i % 256 }' >"$work/macs.txt"
+{
+	cat <<EOF
+{
+"Dhcp4": {
+  "interfaces-config": { "interfaces": [ "$if_s/$srv_ip" ], "dhcp-socket-type": "udp" },
+  "lease-database": { "type": "memfile", "persist": false },
+  "multi-threading": { "enable-multi-threading": false },
+  "valid-lifetime": 3600,
+  "host-reservation-identifiers": [ "hw-address" ],
+  "reservations-global": false,
+  "reservations-in-subnet": true,
+  "reservations-out-of-pool": true,
+  "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$work/kea.log" } ], "severity": "WARN" } ],
+  "subnet4": [ {
+    "id": 1,
+    "subnet": "198.18.0.0/16",
+    "option-data": [
+      { "name": "routers", "data": "198.18.0.1" },
+      { "name": "domain-name-servers", "data": "198.18.0.1" }
+    ],
+    "reservations": [
+EOF
+	awk -v n="$HOSTS" 'BEGIN {
+		for (i = 0; i < n; i++) {
+			a = 4096 + i
+			printf "      { \"hw-address\": \"52:54:00:ab:%02x:%02x\", \"ip-address\": \"198.18.%d.%d\" }%s\n",
+				int(i / 256), i % 256, int(a / 256), a % 256, (i < n - 1 ? "," : "")
+		}
+	}'
+	cat <<EOF
+    ]
+  } ]
+}
+}
+EOF
+} >"$work/kea.json"
+
+# ---- network: servers in ns_s, perfdhcp in ns_c ----
+log "creating namespaces $ns_s and $ns_c"
+ip netns add "$ns_s"
+ip netns add "$ns_c"
+ip link add "$if_s" netns "$ns_s" type veth peer name "$if_c" netns "$ns_c"
+ip -n "$ns_s" addr add "$srv_ip/24" dev "$if_s"
+ip -n "$ns_c" addr add "$cli_ip/24" dev "$if_c"
+for n in "$ns_s" "$ns_c"; do ip -n "$n" link set lo up; done
+ip -n "$ns_s" link set "$if_s" up
+ip -n "$ns_c" link set "$if_c" up
+
+# ---- variants ----
+# in_srv runs a server process in the server namespace on SERVER_CPU and
+# records its PID (ip netns exec and taskset exec, so $! is the server).
+in_srv() {
+	local name=$1
+	shift
+	ip netns exec "$ns_s" taskset -c "$SERVER_CPU" "$@" >"$work/$name.log" 2>&1 &
+	pids+=($!)
+	names+=("$name")
+}
+
+# inproc_flags prints the DHCP server flags for an in-process backend, or
+# nothing when the example has none.
+inproc_flags() {
+	if [[ -n $INPROC_FLAGS ]]; then
+		echo "$INPROC_FLAGS"
+	fi
+}
+
+start_variant() {
+	local v=$1
+	case $v in
+	kea)
+		ip netns exec "$ns_s" kea-dhcp4 -t "$work/kea.json" >"$work/kea-check.log" 2>&1 ||
+			die "Kea rejects its configuration: $(tail -3 "$work/kea-check.log")"
+		in_srv kea env KEA_PIDFILE_DIR="$work" KEA_LOCKFILE_DIR="$work" kea-dhcp4 -c "$work/kea.json"
+		;;
+	loop | loopoff)
+		local extra=$LOOP_FLAGS
+		[[ $v == loopoff ]] && extra="$LOOP_FLAGS $OFF_FLAGS"
+		in_srv nats "$bin" -server -nats-addr 127.0.0.1:14222
+		in_srv responder "$bin" -responder -nats-url "$nats_url" -hosts "$work/hosts.yaml"
+		# shellcheck disable=SC2086 # extra flags are words
+		in_srv dhcp "$bin" -udp "$srv_ip:67" -server-addr "$srv_ip" -nats-url "$nats_url" $extra
+		;;
+	inproc)
+		# shellcheck disable=SC2046,SC2086
+		in_srv dhcp "$bin" -udp "$srv_ip:67" -server-addr "$srv_ip" $(inproc_flags) $LOOP_FLAGS
+		;;
+	*) die "unknown variant $v" ;;
+	esac
+}
+
+# dora RATE SECONDS: one perfdhcp run; prints
+#   discovers offers requests acks avg_offer_delay_ms server_cpu_ticks split
+# where split is name:ticks,... per server process.
+dora() {
+	local rate=$1 secs=$2 t0 t1 out split
+	t0=$(cpu_ticks)
+	split=$(proc_ticks)
+	out=$(timeout $((secs + 20)) ip netns exec "$ns_c" taskset -c "$CLIENT_CPU" \
+		perfdhcp -4 -r "$rate" -p "$secs" -W 300000 -M "$work/macs.txt" -l "$cli_ip" "$srv_ip" 2>&1) || true
+	t1=$(cpu_ticks)
+	split=$(paste -d' ' <(printf '%s\n' "$split") <(proc_ticks) | awk '{ printf "%s%s:%d", (NR > 1 ? "," : ""), $1, $4 - $2 }')
+	printf '%s\n' "$out" >>"$work/perfdhcp.out"
+	printf '%s\n' "$out" | awk -v ticks=$((t1 - t0)) -v cpus="$split" '
+		/sent packets:/ { s[++ns] = $3 }
+		/received packets:/ { r[++nr] = $3 }
+		/avg delay:/ && !d { d = $3 }
+		END { if (ns < 2 || nr < 2) exit 1; printf "%d %d %d %d %s %d %s\n", s[1], r[1], s[2], r[2], d, ticks, cpus }'
+}
+
+# cpu_ticks sums utime+stime of the running server processes.
+cpu_ticks() {
+	local p t=0 v
+	for p in "${pids[@]}"; do
+		v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || die "server process $p died (see $work/*.log)"
+		t=$((t + v))
+	done
+	echo "$t"
+}
+
+# proc_ticks prints "name ticks" for each server process, one a line.
+proc_ticks() {
+	local i
+	for i in "${!pids[@]}"; do
+		printf '%s %s\n' "${names[i]}" "$(awk '{ print $14 + $15 }' "/proc/${pids[i]}/stat" 2>/dev/null || echo 0)"
+	done
+}
+
+# wait_ready polls with a few exchanges until every one completes.
+wait_ready() {
+	local deadline=$((SECONDS + 60)) r
+	while ((SECONDS < deadline)); do
+		cpu_ticks >/dev/null
+		if r=$(dora 100 1) && read -r d _ _ a _ <<<"$r" && ((d > 0 && a == d)); then
+			return 0
+		fi
+		sleep 0.5
+	done
+	die "variant not answering after 60s (see $work/*.log)"
+}
+
+# step VARIANT REP KIND RATE SECONDS: one measured run, logged; sets
+# step_pass (0/1), step_rate (completed DORA/s), step_us (CPU µs per DORA)
+# and step_delay (ms).
+step() {
+	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split
+	r=$(dora "$rate" "$secs") || die "cannot parse perfdhcp output (see $work/perfdhcp.out)"
+	read -r d o q a delay ticks split <<<"$r"
+	step_rate=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
+	step_us=$(awk -v t="$ticks" -v hz="$hz" -v a="$a" 'BEGIN { printf "%.1f", a ? t * 1e6 / hz / a : 0 }')
+	step_delay=$delay
+	local drop keptup
+	drop=$(awk -v d="$d" -v a="$a" 'BEGIN { printf "%.2f", d ? 100 * (d - a) / d : 100 }')
+	keptup=$(awk -v d="$d" -v r="$rate" -v s="$secs" 'BEGIN { print (d >= 0.98 * r * s) ? 1 : 0 }')
+	step_pass=$(awk -v x="$drop" -v m="$MAX_DROP" -v k="$keptup" 'BEGIN { print (x < m && k) ? 1 : 0 }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" "$kind" "$rate" "$d" "$o" "$q" "$a" \
+		"$drop" "$step_rate" "$step_us" "$delay" "$keptup" "$split" >>"$steplog"
+	local note=""
+	((keptup)) || note=" (perfdhcp sent only $d of $((rate * secs)): client-bound)"
+	log "  $v #$rep $kind rate $rate: $step_rate DORA/s done, drops $drop %, $step_us us CPU/DORA, offer delay $delay ms$note"
+}
+
+# measure VARIANT REP: max-rate search and delay run; appends a result line
+#   variant rep max_rate us_per_dora_at_max delay_ms us_per_dora_at_delay
+measure() {
+	local v=$1 rep=$2 lo=0 hi=0 r best_rate=0 best_us=0
+	start_variant "$v"
+	wait_ready
+	dora 3000 3 >/dev/null || true # warm-up: leases, caches, connections
+	sleep 1
+	r=$START_RATE
+	while ((hi == 0)); do
+		step "$v" "$rep" max "$r" "$PERIOD"
+		if ((step_pass)); then
+			lo=$r best_rate=$step_rate best_us=$step_us
+			r=$(awk -v r="$r" -v g="$GROWTH" 'BEGIN { printf "%d", r * g / 100 + 0.5 }')00
+		elif ((lo == 0 && r > 500)); then
+			r=$((r / 2)) # the first rate already fails: go down
+		else
+			hi=$r
+		fi
+		sleep 1
+	done
+	while ((lo > 0)) && awk -v lo="$lo" -v hi="$hi" -v res="$RESOLUTION" 'BEGIN { exit !((hi - lo) * 100 > res * lo) }'; do
+		r=$(((lo + hi) / 200 * 100))
+		((r > lo && r < hi)) || break
+		step "$v" "$rep" max "$r" "$PERIOD"
+		if ((step_pass)); then
+			lo=$r best_rate=$step_rate best_us=$step_us
+		else
+			hi=$r
+		fi
+		sleep 1
+	done
+	step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
+	printf '%s %s %s %s %s %s\n' "$v" "$rep" "$best_rate" "$best_us" "$step_delay" "$step_us" >>"$work/results"
+	log "$v #$rep: max $best_rate DORA/s at < $MAX_DROP % drops, $best_us us CPU/DORA; at $DELAY_RATE/s: offer delay $step_delay ms, $step_us us CPU/DORA"
+	stop_servers
+	sleep 1
+}
+
+# Which variants run.
+run=()
+for v in $VARIANTS; do
+	case $v in
+	loopoff) [[ -n $OFF_FLAGS ]] || {
+		log "skipping loopoff: OFF_FLAGS is empty"
+		continue
+	} ;;
+	inproc) [[ -n $(inproc_flags) ]] || {
+		log "skipping inproc: the example has no in-process backend for the DHCP server (set INPROC_FLAGS)"
+		continue
+	} ;;
+	esac
+	run+=("$v")
+done
+((${#run[@]})) || die "no variant to run"
+
+printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tcpu_ticks\n' >"$steplog"
+: >"$work/results"
+log "variants: ${run[*]}; $REPEAT repetition(s) of ${PERIOD}s steps; servers on CPU $SERVER_CPU, perfdhcp on CPU $CLIENT_CPU"
+for rep in $(seq "$REPEAT"); do
+	order=("${run[@]}")
+	if ((rep % 2 == 0)); then # alternate the order so drifting load hits all alike
+		order=()
+		for ((i = ${#run[@]} - 1; i >= 0; i--)); do order+=("${run[i]}"); done
+	fi
+	for v in "${order[@]}"; do measure "$v" "$rep"; done
+done
+[[ -z $OUT ]] || cat "$steplog" >>"$OUT"
+
+# ---- table: medians over repetitions; ratios per repetition against Kea ----
+echo
+echo "perfdhcp relay mode, $HOSTS reserved MACs, servers pinned to CPU $SERVER_CPU, median of $REPEAT run(s)"
+echo "(ratio: median over repetitions of ours / Kea in the same repetition)"
+echo
+awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
+	function median(list,   n, a, i, j, t) {
+		n = split(list, a, " ")
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		if (n == 0) return ""
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	{
+		v = $1; rep = $2
+		seen[v] = 1
+		rate[v] = rate[v] " " $3; us[v] = us[v] " " $4; dl[v] = dl[v] " " $5; usd[v] = usd[v] " " $6
+		R[v, rep] = $3; U[v, rep] = $4; D[v, rep] = $5; reps[rep] = 1
+	}
+	END {
+		names["kea"] = "Kea 2.2 (memfile, reservations)"
+		names["loop"] = "full loop (DHCP + NATS + responder)"
+		names["loopoff"] = "full loop, availability features off"
+		names["inproc"] = "DHCP server, in-process backend"
+		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s |\n", maxdrop, drate, drate
+		print "|---|---|---|---|---|"
+		nv = split("kea loop loopoff inproc", order, " ")
+		for (i = 1; i <= nv; i++) {
+			v = order[i]
+			if (!(v in seen)) continue
+			rr = ""; ru = ""; rd = ""
+			if (v != "kea" && ("kea" in seen)) {
+				for (rep in reps) if ((v, rep) in R && ("kea", rep) in R && R["kea", rep] > 0 && U["kea", rep] > 0 && D["kea", rep] > 0) {
+					rr = rr " " R[v, rep] / R["kea", rep]; ru = ru " " U[v, rep] / U["kea", rep]; rd = rd " " D[v, rep] / D["kea", rep]
+				}
+			}
+			r = median(rate[v]); u = median(us[v]); d = median(dl[v]); ud = median(usd[v])
+			rs = sprintf("%d", r); usx = sprintf("%.0f", u); ds = sprintf("%.3f ms", d)
+			if (rr != "") {
+				rs = rs sprintf(" (%.2f×)", median(rr)); usx = usx sprintf(" (%.2f×)", median(ru)); ds = ds sprintf(" (%.2f×)", median(rd))
+			}
+			printf "| %s | %s | %s | %s | %.0f |\n", names[v], rs, usx, ds, ud
+		}
+	}' "$work/results"
+echo
+echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE}):"
+cat "$work/results"
+echo
+echo "steps (drop% = DORAs not completed; keptup 0 = perfdhcp could not send the rate; cpu_ticks per process, 1/$hz s):"
+column -t "$steplog" 2>/dev/null || cat "$steplog"
