@@ -15,21 +15,26 @@
 #     198.18.16.0 upwards in 198.18.0.0/16) as an example hosts file and as
 #     a Kea configuration (memfile, reservations in the subnet, no pools);
 #   - creates two network namespaces joined by a veth pair: the servers on
-#     198.18.0.1, perfdhcp on 198.18.0.2. perfdhcp sends unicast with
-#     giaddr = its own address, i.e. it plays a relay agent; the servers
-#     answer the relay (giaddr:67), the DHCP server runs in UDP mode (-udp);
-#   - pins the server processes together on SERVER_CPU and perfdhcp on
-#     CLIENT_CPU (taskset);
-#   - for each variant and repetition: searches the highest rate with fewer
-#     than MAX_DROP % of DORAs lost (rates growing by GROWTH, then
-#     bisection to RESOLUTION %), then runs DELAY_RATE DORA/s for
-#     DELAY_PERIOD seconds for the average DISCOVER->OFFER delay;
-#   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of all
-#     server processes over the measured run, divided by completed DORAs;
+#     198.18.0.1 (Kea), .3 (loop), .4 (loopoff), .5 (inproc), perfdhcp on
+#     198.18.0.2. perfdhcp sends unicast with giaddr = its own address, i.e.
+#     it plays a relay agent; the servers answer the relay (giaddr:67), the
+#     DHCP server runs in UDP mode (-udp);
+#   - starts every variant at once, all server processes pinned together on
+#     SERVER_CPU, perfdhcp on CPU CLIENT_CPU (taskset); a variant that is
+#     not measured at the moment is idle;
+#   - per repetition: searches each variant's highest rate with fewer than
+#     MAX_DROP % of DORAs lost (rates growing by GROWTH, then bisection to
+#     RESOLUTION %), taking one PERIOD-second step of each variant in turn
+#     so that all see the same load from the rest of the machine; then runs
+#     DELAY_RATE DORA/s for DELAY_PERIOD seconds against each for the
+#     average DISCOVER->OFFER delay;
+#   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of the
+#     variant's server processes over the measured run, divided by the
+#     completed DORAs;
 #   - prints one table of medians over the repetitions; the ratios are
 #     medians of the per-repetition ratios against Kea (same run).
 #
-# Variants (VARIANTS, space separated, run in alternating order):
+# Variants (VARIANTS, space separated):
 #   kea     kea-dhcp4 2.2, memfile (persist false), single-threaded
 #   loop    -server, -responder -hosts, and the DHCP server -udp ... LOOP_FLAGS
 #   loopoff the full loop with OFF_FLAGS added (availability features off);
@@ -57,7 +62,7 @@ RESOLUTION=${RESOLUTION:-5}         # bisection stops at this gap (%)
 MAX_DROP=${MAX_DROP:-1}             # lost DORAs allowed (%)
 DELAY_RATE=${DELAY_RATE:-1000}      # rate of the delay run
 DELAY_PERIOD=${DELAY_PERIOD:-10}    # seconds of the delay run
-AUTOGROUP_NICE=${AUTOGROUP_NICE:--10}
+AUTOGROUP_NICE=${AUTOGROUP_NICE:--15}
 VARIANTS=${VARIANTS:-kea loop loopoff inproc}
 LOOP_FLAGS=${LOOP_FLAGS:-}          # extra DHCP server flags (full loop)
 OFF_FLAGS=${OFF_FLAGS:-}            # extra flags that turn features off
@@ -103,11 +108,9 @@ work=$(mktemp -d /tmp/tbperf.XXXXXX)
 tag=$$
 ns_s=tbp${tag}s ns_c=tbp${tag}c       # namespace names (<= 15 bytes)
 if_s=tbp${tag}s0 if_c=tbp${tag}c0
-srv_ip=198.18.0.1 cli_ip=198.18.0.2
-nats_url=nats://127.0.0.1:14222
+cli_ip=198.18.0.2
 hz=$(getconf CLK_TCK)
-pids=()        # server processes of the running variant
-names=()       # their names, for the per-process CPU split in the step log
+pids=()        # every server process started
 steplog=$work/steps.tsv
 
 stop_servers() {
@@ -123,7 +126,6 @@ stop_servers() {
 	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	pids=()
-	names=()
 }
 
 cleanup() {
@@ -168,7 +170,7 @@ awk -v n="$HOSTS" 'BEGIN { for (i = 0; i < n; i++) printf "52:54:00:ab:%02x:%02x
 	cat <<EOF
 {
 "Dhcp4": {
-  "interfaces-config": { "interfaces": [ "$if_s/$srv_ip" ], "dhcp-socket-type": "udp" },
+  "interfaces-config": { "interfaces": [ "$if_s/198.18.0.1" ], "dhcp-socket-type": "udp" },
   "lease-database": { "type": "memfile", "persist": false },
   "multi-threading": { "enable-multi-threading": false },
   "valid-lifetime": 3600,
@@ -202,25 +204,34 @@ EOF
 } >"$work/kea.json"
 
 # ---- network: servers in ns_s, perfdhcp in ns_c ----
+# Each variant has its own server address on the same veth (all variants
+# run side by side, idle when not measured); perfdhcp is the relay at
+# 198.18.0.2.
+declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5)
+declare -A vport=([loop]=14222 [loopoff]=14223)
 log "creating namespaces $ns_s and $ns_c"
 ip netns add "$ns_s"
 ip netns add "$ns_c"
 ip link add "$if_s" netns "$ns_s" type veth peer name "$if_c" netns "$ns_c"
-ip -n "$ns_s" addr add "$srv_ip/24" dev "$if_s"
+for a in "${vaddr[@]}"; do ip -n "$ns_s" addr add "$a/24" dev "$if_s"; done
 ip -n "$ns_c" addr add "$cli_ip/24" dev "$if_c"
 for n in "$ns_s" "$ns_c"; do ip -n "$n" link set lo up; done
 ip -n "$ns_s" link set "$if_s" up
 ip -n "$ns_c" link set "$if_c" up
 
 # ---- variants ----
-# in_srv runs a server process in the server namespace on SERVER_CPU and
-# records its PID (ip netns exec and taskset exec, so $! is the server).
+declare -A vpids vnames # server PIDs and their names, per variant
+
+# in_srv VARIANT NAME CMD...: runs a server process in the server namespace
+# on SERVER_CPU and records its PID (ip netns exec, taskset and env exec,
+# so $! is the server itself).
 in_srv() {
-	local name=$1
-	shift
-	ip netns exec "$ns_s" taskset -c "$SERVER_CPU" "$@" >"$work/$name.log" 2>&1 &
+	local v=$1 name=$2
+	shift 2
+	ip netns exec "$ns_s" taskset -c "$SERVER_CPU" "$@" >"$work/$v-$name.log" 2>&1 &
 	pids+=($!)
-	names+=("$name")
+	vpids[$v]+="$! "
+	vnames[$v]+="$name "
 }
 
 # inproc_flags prints the DHCP server flags for an in-process backend, or
@@ -232,143 +243,127 @@ inproc_flags() {
 }
 
 start_variant() {
-	local v=$1
+	local v=$1 a=${vaddr[$1]}
 	case $v in
 	kea)
 		ip netns exec "$ns_s" kea-dhcp4 -t "$work/kea.json" >"$work/kea-check.log" 2>&1 ||
 			die "Kea rejects its configuration: $(tail -3 "$work/kea-check.log")"
-		in_srv kea env KEA_PIDFILE_DIR="$work" KEA_LOCKFILE_DIR="$work" kea-dhcp4 -c "$work/kea.json"
+		in_srv kea kea env KEA_PIDFILE_DIR="$work" KEA_LOCKFILE_DIR="$work" kea-dhcp4 -c "$work/kea.json"
 		;;
 	loop | loopoff)
-		local extra=$LOOP_FLAGS
+		local extra=$LOOP_FLAGS url=nats://127.0.0.1:${vport[$v]}
 		[[ $v == loopoff ]] && extra="$LOOP_FLAGS $OFF_FLAGS"
-		in_srv nats "$bin" -server -nats-addr 127.0.0.1:14222
-		in_srv responder "$bin" -responder -nats-url "$nats_url" -hosts "$work/hosts.yaml"
+		in_srv "$v" nats "$bin" -server -nats-addr "127.0.0.1:${vport[$v]}"
+		in_srv "$v" responder "$bin" -responder -nats-url "$url" -hosts "$work/hosts.yaml"
 		# shellcheck disable=SC2086 # extra flags are words
-		in_srv dhcp "$bin" -udp "$srv_ip:67" -server-addr "$srv_ip" -nats-url "$nats_url" $extra
+		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" -nats-url "$url" $extra
 		;;
 	inproc)
 		# shellcheck disable=SC2046,SC2086
-		in_srv dhcp "$bin" -udp "$srv_ip:67" -server-addr "$srv_ip" $(inproc_flags) $LOOP_FLAGS
+		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" $(inproc_flags) $LOOP_FLAGS
 		;;
 	*) die "unknown variant $v" ;;
 	esac
 }
 
-# dora RATE SECONDS: one perfdhcp run; prints
-#   discovers offers requests acks avg_offer_delay_ms server_cpu_ticks split
-# where split is name:ticks,... per server process.
+# proc_ticks VARIANT prints "name ticks" (utime+stime) for each of its
+# server processes, one a line.
+proc_ticks() {
+	local p n names
+	read -r -a names <<<"${vnames[$1]}"
+	local i=0
+	for p in ${vpids[$1]}; do
+		n=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || die "$1: server process $p (${names[i]}) died (see $work/$1-*.log)"
+		printf '%s %s\n' "${names[i]}" "$n"
+		i=$((i + 1))
+	done
+}
+
+# dora VARIANT RATE SECONDS: one perfdhcp run against VARIANT; prints
+#   discovers offers requests acks avg_offer_delay_ms cpu_ticks split
+# where split is name:ticks,... per server process of the variant.
 dora() {
-	local rate=$1 secs=$2 t0 t1 out split
-	t0=$(cpu_ticks)
-	split=$(proc_ticks)
+	local v=$1 rate=$2 secs=$3 before after out split
+	before=$(proc_ticks "$v") || return 1
 	out=$(timeout $((secs + 20)) ip netns exec "$ns_c" taskset -c "$CLIENT_CPU" \
-		perfdhcp -4 -r "$rate" -p "$secs" -W 300000 -M "$work/macs.txt" -l "$cli_ip" "$srv_ip" 2>&1) || true
-	t1=$(cpu_ticks)
-	split=$(paste -d' ' <(printf '%s\n' "$split") <(proc_ticks) | awk '{ printf "%s%s:%d", (NR > 1 ? "," : ""), $1, $4 - $2 }')
-	printf '%s\n' "$out" >>"$work/perfdhcp.out"
-	printf '%s\n' "$out" | awk -v ticks=$((t1 - t0)) -v cpus="$split" '
+		perfdhcp -4 -r "$rate" -p "$secs" -W 300000 -M "$work/macs.txt" -l "$cli_ip" "${vaddr[$v]}" 2>&1) || true
+	after=$(proc_ticks "$v") || return 1
+	split=$(paste -d' ' <(printf '%s\n' "$before") <(printf '%s\n' "$after") |
+		awk '{ t += $4 - $2; printf "%s%s:%d", (NR > 1 ? "," : ""), $1, $4 - $2 } END { printf " %d", t }')
+	printf '== %s %s/s %ss\n%s\n' "$v" "$rate" "$secs" "$out" >>"$work/perfdhcp.out"
+	printf '%s\n' "$out" | awk -v cpus="$split" '
 		/sent packets:/ { s[++ns] = $3 }
 		/received packets:/ { r[++nr] = $3 }
 		/avg delay:/ && !d { d = $3 }
-		END { if (ns < 2 || nr < 2) exit 1; printf "%d %d %d %d %s %d %s\n", s[1], r[1], s[2], r[2], d, ticks, cpus }'
+		END { if (ns < 2 || nr < 2) exit 1; split(cpus, c, " "); printf "%d %d %d %d %s %d %s\n", s[1], r[1], s[2], r[2], d, c[2], c[1] }'
 }
 
-# cpu_ticks sums utime+stime of the running server processes.
-cpu_ticks() {
-	local p t=0 v
-	for p in "${pids[@]}"; do
-		v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || die "server process $p died (see $work/*.log)"
-		t=$((t + v))
-	done
-	echo "$t"
-}
-
-# proc_ticks prints "name ticks" for each server process, one a line.
-proc_ticks() {
-	local i
-	for i in "${!pids[@]}"; do
-		printf '%s %s\n' "${names[i]}" "$(awk '{ print $14 + $15 }' "/proc/${pids[i]}/stat" 2>/dev/null || echo 0)"
-	done
-}
-
-# wait_ready polls with a few exchanges until every one completes.
+# wait_ready VARIANT polls with a few exchanges until every one completes.
 wait_ready() {
-	local deadline=$((SECONDS + 60)) r
+	local deadline=$((SECONDS + 60)) r d a
 	while ((SECONDS < deadline)); do
-		cpu_ticks >/dev/null
-		if r=$(dora 100 1) && read -r d _ _ a _ <<<"$r" && ((d > 0 && a == d)); then
+		if r=$(dora "$1" 100 1) && read -r d _ _ a _ <<<"$r" && ((d > 0 && a == d)); then
 			return 0
 		fi
+		proc_ticks "$1" >/dev/null || exit 1
 		sleep 0.5
 	done
-	die "variant not answering after 60s (see $work/*.log)"
+	die "$1 not answering after 60s (see $work/$1-*.log)"
 }
 
 # step VARIANT REP KIND RATE SECONDS: one measured run, logged; sets
 # step_pass (0/1), step_rate (completed DORA/s), step_us (CPU µs per DORA)
 # and step_delay (ms).
 step() {
-	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split
-	r=$(dora "$rate" "$secs") || die "cannot parse perfdhcp output (see $work/perfdhcp.out)"
+	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split drop keptup note=""
+	r=$(dora "$v" "$rate" "$secs") || die "$v: no perfdhcp result (see $work/perfdhcp.out and $work/$v-*.log)"
 	read -r d o q a delay ticks split <<<"$r"
 	step_rate=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
 	step_us=$(awk -v t="$ticks" -v hz="$hz" -v a="$a" 'BEGIN { printf "%.1f", a ? t * 1e6 / hz / a : 0 }')
 	step_delay=$delay
-	local drop keptup
 	drop=$(awk -v d="$d" -v a="$a" 'BEGIN { printf "%.2f", d ? 100 * (d - a) / d : 100 }')
 	keptup=$(awk -v d="$d" -v r="$rate" -v s="$secs" 'BEGIN { print (d >= 0.98 * r * s) ? 1 : 0 }')
 	step_pass=$(awk -v x="$drop" -v m="$MAX_DROP" -v k="$keptup" 'BEGIN { print (x < m && k) ? 1 : 0 }')
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" "$kind" "$rate" "$d" "$o" "$q" "$a" \
 		"$drop" "$step_rate" "$step_us" "$delay" "$keptup" "$split" >>"$steplog"
-	local note=""
 	((keptup)) || note=" (perfdhcp sent only $d of $((rate * secs)): client-bound)"
-	log "  $v #$rep $kind rate $rate: $step_rate DORA/s done, drops $drop %, $step_us us CPU/DORA, offer delay $delay ms$note"
+	log "  $v #$rep $kind $rate/s: $step_rate DORA/s done, drops $drop %, $step_us us CPU/DORA, offer delay $delay ms$note"
 }
 
-# measure VARIANT REP: max-rate search and delay run; appends a result line
-#   variant rep max_rate us_per_dora_at_max delay_ms us_per_dora_at_delay
-measure() {
-	local v=$1 rep=$2 lo=0 hi=0 r best_rate=0 best_us=0
-	start_variant "$v"
-	wait_ready
-	dora 3000 3 >/dev/null || true # warm-up: leases, caches, connections
-	sleep 1
-	r=$START_RATE
-	while ((hi == 0)); do
-		step "$v" "$rep" max "$r" "$PERIOD"
+# Max-rate search state per variant: lo = highest passing rate, hi = lowest
+# failing rate (0: none yet), cur = next rate, best_* = figures at lo.
+declare -A lo hi cur best_rate best_us
+
+# advance VARIANT: updates the search after a step; returns 1 when done.
+advance() {
+	local v=$1 mid
+	if ((step_pass)); then
+		lo[$v]=${cur[$v]} best_rate[$v]=$step_rate best_us[$v]=$step_us
+	fi
+	if ((hi[$v] == 0)); then # growing
 		if ((step_pass)); then
-			lo=$r best_rate=$step_rate best_us=$step_us
-			r=$(awk -v r="$r" -v g="$GROWTH" 'BEGIN { printf "%d", r * g / 100 + 0.5 }')00
-		elif ((lo == 0 && r > 500)); then
-			r=$((r / 2)) # the first rate already fails: go down
-		else
-			hi=$r
+			cur[$v]=$(awk -v r="${cur[$v]}" -v g="$GROWTH" 'BEGIN { printf "%d", r * g / 100 + 0.5 }')00
+			return 0
+		elif ((lo[$v] == 0 && cur[$v] > 500)); then
+			cur[$v]=$((cur[$v] / 2)) # the first rate already fails: go down
+			return 0
 		fi
-		sleep 1
-	done
-	while ((lo > 0)) && awk -v lo="$lo" -v hi="$hi" -v res="$RESOLUTION" 'BEGIN { exit !((hi - lo) * 100 > res * lo) }'; do
-		r=$(((lo + hi) / 200 * 100))
-		((r > lo && r < hi)) || break
-		step "$v" "$rep" max "$r" "$PERIOD"
-		if ((step_pass)); then
-			lo=$r best_rate=$step_rate best_us=$step_us
-		else
-			hi=$r
-		fi
-		sleep 1
-	done
-	step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
-	printf '%s %s %s %s %s %s\n' "$v" "$rep" "$best_rate" "$best_us" "$step_delay" "$step_us" >>"$work/results"
-	log "$v #$rep: max $best_rate DORA/s at < $MAX_DROP % drops, $best_us us CPU/DORA; at $DELAY_RATE/s: offer delay $step_delay ms, $step_us us CPU/DORA"
-	stop_servers
-	sleep 1
+		hi[$v]=${cur[$v]}
+	elif ((!step_pass)); then
+		hi[$v]=${cur[$v]}
+	fi
+	((lo[$v] > 0)) || return 1
+	awk -v lo="${lo[$v]}" -v hi="${hi[$v]}" -v res="$RESOLUTION" 'BEGIN { exit !((hi - lo) * 100 > res * lo) }' || return 1
+	mid=$(((lo[$v] + hi[$v]) / 200 * 100))
+	((mid > lo[$v] && mid < hi[$v])) || return 1
+	cur[$v]=$mid
 }
 
 # Which variants run.
 run=()
 for v in $VARIANTS; do
 	case $v in
+	kea | loop) ;;
 	loopoff) [[ -n $OFF_FLAGS ]] || {
 		log "skipping loopoff: OFF_FLAGS is empty"
 		continue
@@ -377,6 +372,7 @@ for v in $VARIANTS; do
 		log "skipping inproc: the example has no in-process backend for the DHCP server (set INPROC_FLAGS)"
 		continue
 	} ;;
+	*) die "unknown variant $v" ;;
 	esac
 	run+=("$v")
 done
@@ -384,14 +380,43 @@ done
 
 printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tcpu_ticks\n' >"$steplog"
 : >"$work/results"
-log "variants: ${run[*]}; $REPEAT repetition(s) of ${PERIOD}s steps; servers on CPU $SERVER_CPU, perfdhcp on CPU $CLIENT_CPU"
+for v in "${run[@]}"; do
+	log "starting $v on ${vaddr[$v]}"
+	start_variant "$v"
+done
+for v in "${run[@]}"; do
+	wait_ready "$v"
+	dora "$v" 3000 3 >/dev/null || true # warm-up: leases, caches, connections
+done
+log "variants: ${run[*]}; $REPEAT repetition(s), ${PERIOD}s steps taken in turn; servers on CPU $SERVER_CPU, perfdhcp on CPU $CLIENT_CPU"
 for rep in $(seq "$REPEAT"); do
 	order=("${run[@]}")
 	if ((rep % 2 == 0)); then # alternate the order so drifting load hits all alike
 		order=()
 		for ((i = ${#run[@]} - 1; i >= 0; i--)); do order+=("${run[i]}"); done
 	fi
-	for v in "${order[@]}"; do measure "$v" "$rep"; done
+	active=()
+	for v in "${order[@]}"; do
+		lo[$v]=0 hi[$v]=0 cur[$v]=$START_RATE best_rate[$v]=0 best_us[$v]=0
+		active+=("$v")
+	done
+	# One step of each unfinished search in turn, so that all variants
+	# see the same load from the rest of the machine.
+	while ((${#active[@]})); do
+		next=()
+		for v in "${active[@]}"; do
+			step "$v" "$rep" max "${cur[$v]}" "$PERIOD"
+			advance "$v" && next+=("$v")
+			sleep 1
+		done
+		active=("${next[@]}")
+	done
+	for v in "${order[@]}"; do
+		step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
+		printf '%s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "$step_delay" "$step_us" >>"$work/results"
+		log "$v #$rep: max ${best_rate[$v]} DORA/s at < $MAX_DROP % drops, ${best_us[$v]} us CPU/DORA; at $DELAY_RATE/s: offer delay $step_delay ms, $step_us us CPU/DORA"
+		sleep 1
+	done
 done
 [[ -z $OUT ]] || cat "$steplog" >>"$OUT"
 
