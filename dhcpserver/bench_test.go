@@ -15,10 +15,18 @@ func reportRate(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
 }
 
+// lookupEveryTime is the configuration of the benchmarks that measure a
+// Backend call per packet: no answer reuse, no per-MAC limit.
+func lookupEveryTime() Config {
+	cfg := testConfig(newMemBackend())
+	cfg.AnswerReuse, cfg.MinLookupInterval = -1, -1
+	return cfg
+}
+
 // BenchmarkHandleDiscover is the whole packet path of a worker: request
 // bytes in (parsed by dhcpv4.FromBytes), in-memory Backend, OFFER bytes out.
 func BenchmarkHandleDiscover(b *testing.B) {
-	s := newTestServer(b, testConfig(newMemBackend()))
+	s := newTestServer(b, lookupEveryTime())
 	sc := newScratch()
 	pkt := request(macKnown, dhcpv4.MessageTypeDiscover, withOpt(55, 1, 3, 6, 15, 119)).ToBytes()
 	ctx := s.ctx // what a worker passes
@@ -34,13 +42,30 @@ func BenchmarkHandleDiscover(b *testing.B) {
 // BenchmarkHandleDiscoverParsed is the handler alone: an already parsed
 // request in, OFFER bytes out.
 func BenchmarkHandleDiscoverParsed(b *testing.B) {
-	s := newTestServer(b, testConfig(newMemBackend()))
+	s := newTestServer(b, lookupEveryTime())
 	sc := newScratch()
 	req := request(macKnown, dhcpv4.MessageTypeDiscover, withOpt(55, 1, 3, 6, 15, 119))
 	ctx := s.ctx // what a worker passes
 	b.ReportAllocs()
 	for b.Loop() {
 		if r := s.handle(ctx, sc, req); r.payload == nil {
+			b.Fatal(r.drop)
+		}
+	}
+	reportRate(b)
+}
+
+// BenchmarkHandleDiscoverReused is BenchmarkHandleDiscover for a
+// retransmitted DISCOVER (or the REQUEST after it), answered from the
+// answer its first DISCOVER got (the default configuration).
+func BenchmarkHandleDiscoverReused(b *testing.B) {
+	s := newTestServer(b, testConfig(newMemBackend()))
+	sc := newScratch()
+	pkt := request(macKnown, dhcpv4.MessageTypeDiscover, withOpt(55, 1, 3, 6, 15, 119)).ToBytes()
+	ctx := s.ctx
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, _ := s.handlePacket(ctx, sc, pkt); r.payload == nil {
 			b.Fatal(r.drop)
 		}
 	}

@@ -28,6 +28,31 @@ const (
 	// DefaultMaxConcurrent is the number of packets handled at once.
 	DefaultMaxConcurrent = 64
 
+	// DefaultAnswerReuse is how long the answer of a lookup serves the
+	// rest of the client's transaction (see [Config].AnswerReuse).
+	DefaultAnswerReuse = 5 * time.Second
+
+	// DefaultNegativeTTL is how long a not-found answer is remembered.
+	DefaultNegativeTTL = 5 * time.Second
+
+	// DefaultMinLookupInterval is the per-MAC limit: at most one lookup
+	// per client in this interval.
+	DefaultMinLookupInterval = time.Second
+
+	// DefaultUnknownLookupRate is the number of lookups per second (and
+	// the burst) allowed for clients the server has not answered
+	// recently.
+	DefaultUnknownLookupRate = 100
+
+	// DefaultKnownTTL is how long a client the server answered counts as
+	// known: twice the default lease, so a client that renews at half its
+	// lease stays known.
+	DefaultKnownTTL = 48 * time.Hour
+
+	// DefaultMaxClients bounds the clients remembered for the above (a
+	// few hundred bytes each).
+	DefaultMaxClients = 65536
+
 	// DefaultUserClass is the iPXE user class (option 77) that marks an
 	// iPXE built for Tinkerbell: it gets the iPXE script URL directly.
 	DefaultUserClass = "Tinkerbell"
@@ -103,6 +128,49 @@ type Config struct {
 	// length is full are dropped (clients retransmit). Zero means
 	// [DefaultMaxConcurrent].
 	MaxConcurrent int
+
+	// AnswerReuse is how long the answer of a lookup serves the rest of
+	// the client's transaction: the DISCOVER retransmissions and the
+	// REQUEST (SELECTING, option 54 ours) that follow the DISCOVER that
+	// caused it, so that a DORA costs one lookup and the ACK agrees with
+	// the OFFER. Renewals (REQUEST with ciaddr), INIT-REBOOT and INFORM
+	// always ask the Backend, subject to MinLookupInterval: they are how
+	// changes reach clients. Zero means [DefaultAnswerReuse]; negative
+	// turns reuse off.
+	AnswerReuse time.Duration
+
+	// NegativeTTL is how long a not-found answer is remembered: requests
+	// from that MAC address within it get no reply without a lookup.
+	// Zero means [DefaultNegativeTTL]; negative turns it off.
+	NegativeTTL time.Duration
+
+	// MinLookupInterval limits lookups per MAC address: a request within
+	// this interval of the end of the client's previous lookup reuses
+	// that lookup's answer (after a failed lookup: gets no reply, counted
+	// as [DropMACLimited]). Zero means [DefaultMinLookupInterval];
+	// negative turns the limit off.
+	MinLookupInterval time.Duration
+
+	// UnknownLookupRate bounds the lookups per second (token bucket, with
+	// a burst of the same size) for clients that the server has not
+	// answered within KnownTTL, so that a flood of unknown MAC addresses
+	// cannot take the Backend from known clients. Requests over the limit
+	// get no reply ([DropUnknownLimited]); their clients retransmit. Zero
+	// means [DefaultUnknownLookupRate]; negative means no limit.
+	UnknownLookupRate float64
+
+	// KnownTTL is how long a client the server replied to counts as
+	// known: its packets go to the known queue, served by MaxConcurrent
+	// workers of their own, and its lookups are not rate-limited. Other
+	// packets share a queue and MaxConcurrent/4 workers (at least 1).
+	// Zero means [DefaultKnownTTL].
+	KnownTTL time.Duration
+
+	// MaxClients bounds the clients remembered for AnswerReuse,
+	// NegativeTTL, MinLookupInterval and KnownTTL. When full, clients the
+	// server never answered are forgotten first. Zero means
+	// [DefaultMaxClients].
+	MaxClients int
 
 	// Netboot configures PXE and iPXE clients.
 	Netboot NetbootConfig
@@ -185,6 +253,7 @@ type config struct {
 	defaultPXE  string // default iPXE script URL, "" = none
 	logger      *slog.Logger
 	maxInFlight int
+	unknownWork int // workers (and queue length) for packets from unknown clients
 }
 
 var errConfig = backend.ErrInvalidConfig
@@ -192,7 +261,7 @@ var errConfig = backend.ErrInvalidConfig
 func (c Config) validate() (*config, error) {
 	out := &config{Config: c}
 	for _, check := range []func(*config) error{
-		checkBackend, checkServerAddr, checkMode, checkLimits, checkNetbootURLs, checkNetboot,
+		checkBackend, checkServerAddr, checkMode, checkLimits, checkAdmission, checkNetbootURLs, checkNetboot,
 	} {
 		if err := check(out); err != nil {
 			return nil, fmt.Errorf("%w: dhcpserver: %w", errConfig, err)
@@ -275,6 +344,41 @@ func checkLimits(c *config) error {
 	if c.maxInFlight == 0 {
 		c.maxInFlight = DefaultMaxConcurrent
 	}
+	return nil
+}
+
+// checkAdmission checks and defaults the admission-control knobs; a
+// negative duration becomes 0 (off).
+func checkAdmission(c *config) error {
+	if c.KnownTTL < 0 || c.MaxClients < 0 {
+		return errors.New("negative KnownTTL or MaxClients")
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.AnswerReuse, DefaultAnswerReuse},
+		{&c.NegativeTTL, DefaultNegativeTTL},
+		{&c.MinLookupInterval, DefaultMinLookupInterval},
+		{&c.KnownTTL, DefaultKnownTTL},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			*d.v = 0
+		}
+	}
+	if c.UnknownLookupRate == 0 {
+		c.UnknownLookupRate = DefaultUnknownLookupRate
+	}
+	if c.UnknownLookupRate != c.UnknownLookupRate { // NaN
+		return errors.New("UnknownLookupRate is NaN")
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	c.unknownWork = max(1, c.maxInFlight/4)
 	return nil
 }
 

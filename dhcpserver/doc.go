@@ -21,6 +21,34 @@
 // context allows. A RELEASE or DECLINE naming another server (option 54)
 // is ignored.
 //
+// # Availability
+//
+// A DORA costs one lookup: the answer that produced an OFFER serves the
+// DISCOVER retransmissions and the REQUEST that follow for
+// [Config].AnswerReuse (default 5 s), so OFFER and ACK always agree.
+// Renewals, INIT-REBOOT and INFORM ask the Backend again: they are how
+// changes reach clients.
+//
+// Admission control keeps a flood of unknown MAC addresses from starving
+// known clients, with knobs in [Config] that are on by default:
+//
+//   - a negative cache: a not-found answer is remembered for
+//     NegativeTTL (default 5 s);
+//   - a per-MAC limit: at most one lookup per MAC address per
+//     MinLookupInterval (default 1 s); requests in between reuse the
+//     answer;
+//   - two queues: packets from clients the server replied to within
+//     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
+//     the others share a short queue and MaxConcurrent/4 workers;
+//   - a rate limit on lookups for clients not answered recently,
+//     UnknownLookupRate (default 100 per second, burst 100).
+//
+// What this remembers is bounded by MaxClients (default 65,536), and
+// clients never answered are forgotten first. A client that is new during
+// a flood competes with the flood for the unknown share (it retransmits
+// until it gets through); once answered, it is served first. Every drop is
+// counted by reason in [Stats].Dropped.
+//
 // Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as
 // RFC 3397 asks) from the reservation, 54 (the server identifier), 58 and
 // 59 (renewal at 50 % and rebinding at 87.5 % of the lease), option 61

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -81,6 +82,15 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 		return silent(drop)
 	}
 	s.stats.received[typ].Add(1)
+	r := s.dispatch(ctx, sc, req, typ)
+	if r.payload != nil {
+		s.clients.replied([6]byte(req.ClientHWAddr), time.Now())
+	}
+	return r
+}
+
+// dispatch hands a request to the handler of its message type.
+func (s *Server) dispatch(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType) result {
 	switch typ {
 	case dhcpv4.MessageTypeDiscover:
 		return s.handleDiscover(ctx, sc, req)
@@ -118,7 +128,7 @@ func classify(req *dhcpv4.DHCPv4) (dhcpv4.MessageType, DropReason) {
 
 // handleDiscover answers DISCOVER with an OFFER of the reservation.
 func (s *Server) handleDiscover(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
-	f, drop := s.reservation(ctx, req, true)
+	f, drop := s.reservation(ctx, req, true, true)
 	if drop != "" {
 		return silent(drop)
 	}
@@ -157,7 +167,7 @@ func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHC
 	if drop != "" {
 		return silent(drop)
 	}
-	f, drop := s.reservation(ctx, req, true)
+	f, drop := s.reservation(ctx, req, true, state == selecting)
 	if drop != "" {
 		return silent(drop)
 	}
@@ -179,7 +189,7 @@ func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHC
 // handleInform answers INFORM with an ACK that carries the configuration
 // but no address and no lease (RFC 2131 §4.3.5).
 func (s *Server) handleInform(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
-	f, drop := s.reservation(ctx, req, false)
+	f, drop := s.reservation(ctx, req, false, false)
 	if drop != "" {
 		return silent(drop)
 	}
@@ -226,9 +236,24 @@ func (s *Server) ours(sid []byte) bool {
 
 // reservation looks up the client's reservation, and reports why the
 // server stays silent when there is none it can use (needIP: the reply
-// gives the client an address).
-func (s *Server) reservation(ctx context.Context, req *dhcpv4.DHCPv4, needIP bool) (*flight, DropReason) {
-	f := s.lookup(ctx, req.ClientHWAddr)
+// gives the client an address). A transaction request (DISCOVER, REQUEST
+// in SELECTING) may reuse the answer of the lookup its DISCOVER caused;
+// see Config.AnswerReuse and the other admission knobs.
+func (s *Server) reservation(ctx context.Context, req *dhcpv4.DHCPv4, needIP, transaction bool) (*flight, DropReason) {
+	mac := [6]byte(req.ClientHWAddr)
+	now := time.Now()
+	f, known := s.clients.cached(mac, now, transaction, &s.cfg.Config)
+	switch {
+	case f != nil:
+		s.stats.reused.Add(1)
+		if f.err != nil && !errors.Is(f.err, backend.ErrNotFound) {
+			return nil, DropMACLimited
+		}
+	case !known && s.unknown != nil && !s.unknown.Allow():
+		return nil, DropUnknownLimited
+	default:
+		f = s.lookup(ctx, req.ClientHWAddr)
+	}
 	if f.err != nil {
 		if errors.Is(f.err, backend.ErrNotFound) {
 			return nil, DropNotFound

@@ -96,4 +96,7 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 	default:
 		s.stats.backendErrors.Add(1)
 	}
+	if s.ctx.Err() == nil {
+		s.clients.store(f.mac, f, time.Now())
+	}
 }

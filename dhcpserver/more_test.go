@@ -28,7 +28,8 @@ func TestTraceparent(t *testing.T) {
 		return reservation(), backend.Netboot{}, nil
 	})
 	cfg := testConfig(be)
-	cfg.TracerProvider = noop.NewTracerProvider() // keeps the parent's span context
+	cfg.TracerProvider = noop.NewTracerProvider()   // keeps the parent's span context
+	cfg.AnswerReuse, cfg.MinLookupInterval = -1, -1 // two lookups
 	s := newTestServer(t, cfg)
 	parent := trace.ContextWithSpanContext(t.Context(), trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled}))
@@ -41,7 +42,8 @@ func TestTraceparent(t *testing.T) {
 }
 
 // TestQueueFull: with every worker busy and the queue full, packets are
-// dropped and counted rather than piling up.
+// dropped and counted rather than piling up. (Clients never answered go
+// to the unknown queue: one worker and one slot with MaxConcurrent 1.)
 func TestQueueFull(t *testing.T) {
 	release := make(chan struct{})
 	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
@@ -61,7 +63,7 @@ func TestQueueFull(t *testing.T) {
 	for range 5 { // one fits in the queue, the rest do not
 		c.send(request(macNoBoot, dhcpv4.MessageTypeDiscover).ToBytes())
 	}
-	waitFor(t, "queue-full drops", func() bool { return s.Stats().Dropped[DropQueueFull] == 4 })
+	waitFor(t, "queue-full drops", func() bool { return s.Stats().Dropped[DropUnknownQueueFull] == 4 })
 }
 
 func frameFor(payload []byte, mut func(f []byte)) []byte {

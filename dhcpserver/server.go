@@ -11,6 +11,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // ErrServerClosed is returned by [Server.Serve] and
@@ -34,6 +35,8 @@ type Server struct {
 	scratchP sync.Pool
 
 	flights singleflight.Group // running lookups, by MAC address
+	clients *clients           // recent answers and replies, by MAC address
+	unknown *rate.Limiter      // lookups for unknown clients; nil = no limit
 }
 
 // New validates cfg and returns a server. Errors wrap
@@ -46,10 +49,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:    c,
-		ctx:    ctx,
-		cancel: cancel,
-		conns:  map[packetConn]struct{}{},
+		cfg:     c,
+		ctx:     ctx,
+		cancel:  cancel,
+		conns:   map[packetConn]struct{}{},
+		clients: newClients(c.MaxClients),
+	}
+	if c.UnknownLookupRate > 0 {
+		s.unknown = rate.NewLimiter(rate.Limit(c.UnknownLookupRate), max(1, int(c.UnknownLookupRate)))
 	}
 	s.scratchP.New = func() any { return newScratch() }
 	return s, nil
@@ -183,21 +190,29 @@ func (s *Server) serve(c packetConn) error {
 		c.Close()
 	}()
 
-	n := s.cfg.maxInFlight
-	jobs := make(chan job, n)
-	free := make(chan []byte, 2*n+1)
+	// Two queues: packets from clients answered recently (known), each
+	// with workers of its own, so that a flood from unknown MAC addresses
+	// cannot starve them.
+	n, u := s.cfg.maxInFlight, s.cfg.unknownWork
+	known := make(chan job, n)
+	unknown := make(chan job, u)
+	free := make(chan []byte, 2*(n+u)+1)
 	for range cap(free) {
 		free <- make([]byte, readSize)
 	}
 	var workers sync.WaitGroup
+	work := func(jobs <-chan job) {
+		sc := newScratch()
+		for j := range jobs {
+			s.process(c, sc, j.buf[:j.n], j.p)
+			free <- j.buf
+		}
+	}
 	for range n {
-		workers.Go(func() {
-			sc := newScratch()
-			for j := range jobs {
-				s.process(c, sc, j.buf[:j.n], j.p)
-				free <- j.buf
-			}
-		})
+		workers.Go(func() { work(known) })
+	}
+	for range u {
+		workers.Go(func() { work(unknown) })
 	}
 	var err error
 	for {
@@ -222,16 +237,30 @@ func (s *Server) serve(c packetConn) error {
 			free <- buf
 			continue
 		}
+		q, full := unknown, DropUnknownQueueFull
+		if s.isKnown(buf[:k]) {
+			q, full = known, DropQueueFull
+		}
 		select {
-		case jobs <- job{buf: buf, n: k, p: p}:
+		case q <- job{buf: buf, n: k, p: p}:
 		default:
-			s.drop(DropQueueFull)
+			s.drop(full)
 			free <- buf
 		}
 	}
-	close(jobs)
+	close(known)
+	close(unknown)
 	workers.Wait()
 	return err
+}
+
+// isKnown reports whether pkt comes from an Ethernet client that the
+// server replied to within Config.KnownTTL.
+func (s *Server) isKnown(pkt []byte) bool {
+	if len(pkt) < 34 || pkt[1] != 1 || pkt[2] != 6 { // htype Ethernet, hlen 6
+		return false
+	}
+	return s.clients.known([6]byte(pkt[28:34]), time.Now(), s.cfg.KnownTTL)
 }
 
 // process handles one packet from c and sends the reply, if any.

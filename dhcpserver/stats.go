@@ -27,11 +27,16 @@ const (
 	DropQueueFull   DropReason = "queue-full" // every worker busy and the queue full
 	DropWrite       DropReason = "write-error"
 	DropCanceled    DropReason = "canceled" // the request's context ended before its lookup did (Close, or the ctx of Handle)
+
+	DropUnknownQueueFull DropReason = "unknown-queue-full" // from a client not answered recently, and its queue full
+	DropUnknownLimited   DropReason = "unknown-rate-limit" // from a client not answered recently, over Config.UnknownLookupRate
+	DropMACLimited       DropReason = "mac-rate-limit"     // within Config.MinLookupInterval of a failed lookup for this MAC
 )
 
 var dropReasons = [...]DropReason{
 	DropMalformed, DropNotRequest, DropHardware, DropOversize, DropMessageType, DropOtherServer,
 	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite, DropCanceled,
+	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited,
 }
 
 func dropIndex(r DropReason) int {
@@ -64,6 +69,7 @@ type Stats struct {
 
 	Lookups       uint64 // Backend calls made
 	Coalesced     uint64 // requests that shared another request's Backend call
+	Reused        uint64 // requests answered from a remembered answer, without a Backend call (Config.AnswerReuse, NegativeTTL, MinLookupInterval)
 	NotFound      uint64 // lookups that found no reservation
 	BackendErrors uint64 // lookups that failed or timed out
 
@@ -86,8 +92,8 @@ type counters struct {
 	answered [256]atomic.Uint64
 	dropped  [len(dropReasons)]atomic.Uint64
 
-	lookups, coalesced, notFound, backendErrors atomic.Uint64
-	inflight, waiting                           atomic.Int64 // lookups running; requests waiting for one
+	lookups, coalesced, notFound, backendErrors, reused atomic.Uint64
+	inflight, waiting                                   atomic.Int64 // lookups running; requests waiting for one
 
 	latency    [len(latencyBounds) + 1]atomic.Uint64
 	latencySum atomic.Int64
@@ -109,6 +115,7 @@ func (c *counters) snapshot() Stats {
 		Dropped:       map[DropReason]uint64{},
 		Lookups:       c.lookups.Load(),
 		Coalesced:     c.coalesced.Load(),
+		Reused:        c.reused.Load(),
 		NotFound:      c.notFound.Load(),
 		BackendErrors: c.backendErrors.Load(),
 		LookupLatency: Histogram{

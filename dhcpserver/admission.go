@@ -1,0 +1,148 @@
+package dhcpserver
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/tinkerbell/backend"
+)
+
+// clients remembers, per MAC address, the last lookup's answer and when
+// the server last replied, for three purposes:
+//
+//   - one lookup per transaction: the answer that produced an OFFER serves
+//     the DISCOVER retransmissions and the REQUEST that follow
+//     (Config.AnswerReuse);
+//   - the negative cache: a not-found answer is remembered for
+//     Config.NegativeTTL;
+//   - the queue discipline: clients answered within Config.KnownTTL are
+//     "known" and served first.
+//
+// It holds at most max entries; when full, it evicts an entry of a client
+// it never answered (the oldest of a small random sample) before one it
+// did, so a flood of unknown MAC addresses cannot push known clients out.
+type clients struct {
+	mu  sync.Mutex
+	m   map[[6]byte]*clientEntry
+	max int
+}
+
+type clientEntry struct {
+	answer   *flight   // the last lookup's outcome; nil = none yet
+	at       time.Time // when that lookup ended
+	answered time.Time // the last reply sent to the client; zero = never
+}
+
+func newClients(max int) *clients {
+	return &clients{m: map[[6]byte]*clientEntry{}, max: max}
+}
+
+// cached returns the last answer for mac when it may be reused at now
+// (see Config.AnswerReuse, NegativeTTL and MinLookupInterval;
+// transaction: the request is part of the transaction whose DISCOVER
+// caused the lookup), and whether the server replied to mac within
+// Config.KnownTTL.
+func (c *clients) cached(mac [6]byte, now time.Time, transaction bool, cfg *Config) (*flight, bool) {
+	c.mu.Lock()
+	e := c.m[mac]
+	if e == nil {
+		c.mu.Unlock()
+		return nil, false
+	}
+	f, at, answered := e.answer, e.at, e.answered
+	c.mu.Unlock()
+	known := !answered.IsZero() && now.Sub(answered) < cfg.KnownTTL
+	if f == nil {
+		return nil, known
+	}
+	age := now.Sub(at)
+	switch {
+	case age < cfg.MinLookupInterval:
+		return f, known
+	case f.err == nil:
+		if transaction && age < cfg.AnswerReuse {
+			return f, known
+		}
+	case errors.Is(f.err, backend.ErrNotFound):
+		if age < cfg.NegativeTTL {
+			return f, known
+		}
+	}
+	return nil, known
+}
+
+// known reports whether the server replied to mac within ttl before now.
+func (c *clients) known(mac [6]byte, now time.Time, ttl time.Duration) bool {
+	c.mu.Lock()
+	e := c.m[mac]
+	ok := e != nil && !e.answered.IsZero() && now.Sub(e.answered) < ttl
+	c.mu.Unlock()
+	return ok
+}
+
+// store records the outcome of a lookup for mac.
+func (c *clients) store(mac [6]byte, f *flight, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[mac]; e != nil {
+		e.answer, e.at = f, now
+		return
+	}
+	c.evictLocked()
+	c.m[mac] = &clientEntry{answer: f, at: now}
+}
+
+// replied records that the server sent mac a reply at now.
+func (c *clients) replied(mac [6]byte, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[mac]; e != nil {
+		e.answered = now
+		return
+	}
+	c.evictLocked()
+	c.m[mac] = &clientEntry{answered: now}
+}
+
+// evictLocked makes room for one entry.
+func (c *clients) evictLocked() {
+	if len(c.m) < c.max {
+		return
+	}
+	const sample = 16
+	var victim [6]byte
+	var best *clientEntry
+	i := 0
+	for k, e := range c.m { // random order
+		if best == nil || better(e, best) {
+			victim, best = k, e
+		}
+		if i++; i == sample {
+			break
+		}
+	}
+	delete(c.m, victim)
+}
+
+// better reports whether a is a better eviction victim than b: never
+// answered before answered, then the older.
+func better(a, b *clientEntry) bool {
+	if a.answered.IsZero() != b.answered.IsZero() {
+		return a.answered.IsZero()
+	}
+	return last(a).Before(last(b))
+}
+
+func last(e *clientEntry) time.Time {
+	if e.answered.After(e.at) {
+		return e.answered
+	}
+	return e.at
+}
+
+func (c *clients) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
