@@ -37,10 +37,12 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/hostsfile"
+	"github.com/tinkerbell/backend/metrics"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
 )
@@ -82,6 +84,10 @@ type options struct {
 	natsKey      string
 	subject      string
 	prefix       string
+
+	// HTTP endpoint of -responder and the DHCP server.
+	httpAddr string
+	pprof    bool
 
 	// Responder.
 	hosts          string
@@ -127,6 +133,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.subject, "subject", backend.DefaultSubject, "NATS subject of lookups")
 	fs.StringVar(&o.prefix, "subject-prefix", "", "prefix of the subject, for tenants sharing NATS")
 
+	fs.StringVar(&o.httpAddr, "http-addr", "", "-responder, DHCP server: listen address of /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090; empty: none")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on -http-addr")
 	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo: hosts file (YAML or .json)")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder: how often to check the hosts file for changes (SIGHUP reloads at once)")
 
@@ -355,6 +363,17 @@ func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
 	})
 	defer func() { stopWatch(); watchers.Wait() }()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewResponderCollector(srv))
+	h := &health{nc: nc}
+	h.serving.Store(true) // New has subscribed
+	obs, err := startObserver(o.httpAddr, o.pprof, reg, h, log)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	defer obs.stop()
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	log.Info("responder ready", "subject", srv.Subject(), "hosts", hosts.Len(), "file", o.hosts)
@@ -363,6 +382,7 @@ func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
+	h.serving.Store(false)
 	log.Info("responder draining")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -443,7 +463,17 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewDHCPServerCollector(srv), metrics.NewRequesterCollector(requester))
+	h := &health{nc: nc}
+	obs, err := startObserver(o.httpAddr, o.pprof, reg, h, log)
+	if err != nil {
+		return err
+	}
+	defer obs.stop()
+
 	served := make(chan error, 1)
+	h.serving.Store(true)
 	go func() { served <- srv.ListenAndServe() }()
 	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "subject", requester.Subject())
 	select {
@@ -451,6 +481,7 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
+	h.serving.Store(false)
 	log.Info("dhcp server shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
