@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -19,87 +16,6 @@ const EndpointName = "lookup"
 
 // description is the service description in $SRV.INFO replies.
 const description = "Tinkerbell DHCP backend: answers lookups by MAC address (github.com/tinkerbell/backend)"
-
-// Stats are the statistics of a [Server], as [Server.Stats] returns them
-// and $SRV.STATS reports them.
-type Stats struct {
-	Name     string            // service name, [Config.Name]
-	ID       string            // unique id of this Server
-	Version  string            // [Config.Version]
-	Metadata map[string]string // a copy of [Config.Metadata]
-
-	Subject    string    // the subject served
-	QueueGroup string    // the queue group, "" when [Config.NoQueue] is set
-	Started    time.Time // when the Server subscribed, in UTC
-
-	// Requests counts the requests handled, successful or not; Errors
-	// counts those answered with an error code (404 included) or not
-	// answered at all. LastError is the latest, as "code message".
-	Requests  uint64
-	Errors    uint64
-	LastError string
-
-	// ProcessingTime is the total time spent handling requests, from
-	// taking one from the pending buffer to sending its reply.
-	ProcessingTime        time.Duration
-	AverageProcessingTime time.Duration
-
-	InFlight int // requests being handled now
-	Pending  int // requests waiting in NATS' pending buffer
-	Dropped  int // requests NATS dropped because the pending buffer was full
-}
-
-// Stats returns the current statistics.
-func (s *Server) Stats() Stats {
-	st := Stats{
-		Name:       s.name,
-		ID:         s.id,
-		Version:    s.version,
-		Metadata:   maps.Clone(s.metadata),
-		Subject:    s.subject,
-		QueueGroup: s.queue,
-		Started:    s.started,
-		InFlight:   int(s.stats.inFlight.Load()),
-	}
-	st.Requests, st.Errors, st.LastError, st.ProcessingTime = s.stats.snapshot()
-	if st.Requests > 0 {
-		st.AverageProcessingTime = st.ProcessingTime / time.Duration(st.Requests)
-	}
-	// Both fail only once the subscription is closed.
-	st.Pending, _, _ = s.sub.Pending()
-	st.Dropped, _ = s.sub.Dropped()
-	return st
-}
-
-// counters hold the request statistics.
-type counters struct {
-	inFlight atomic.Int64
-
-	mu        sync.Mutex
-	requests  uint64
-	errors    uint64
-	lastError string
-	total     time.Duration
-}
-
-// done counts a request that started at start; errText is "" on success.
-func (c *counters) done(start time.Time, errText string) {
-	d := time.Since(start)
-	c.mu.Lock()
-	c.requests++
-	c.total += d
-	if errText != "" {
-		c.errors++
-		c.lastError = errText
-	}
-	c.mu.Unlock()
-}
-
-func (c *counters) snapshot() (requests, errors uint64, lastError string, total time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.requests, c.errors, c.lastError, c.total
-}
 
 // subscribeDiscovery subscribes to the NATS micro discovery subjects:
 // $SRV.<verb>, $SRV.<verb>.<name> and $SRV.<verb>.<name>.<id>.
@@ -172,20 +88,41 @@ func (s *Server) info() micro.Info {
 }
 
 // endpointData is the data of the endpoint in $SRV.STATS replies: what
-// [Stats] has beyond the micro schema.
+// [Stats] has beyond the micro schema, flat, as numbers.
 type endpointData struct {
-	InFlight      int `json:"in_flight"`
-	Pending       int `json:"pending"`
-	Dropped       int `json:"dropped"`
-	MaxConcurrent int `json:"max_concurrent"`
-	MaxPending    int `json:"max_pending"`
+	InFlight       int    `json:"in_flight"`
+	Queued         int    `json:"queued"`
+	Pending        int    `json:"pending"`
+	Dropped        int    `json:"dropped"`
+	Abandoned      int    `json:"abandoned"`
+	AbandonedTotal uint64 `json:"abandoned_total"`
+	BudgetsClamped uint64 `json:"budgets_clamped"`
+	MaxConcurrent  int    `json:"max_concurrent"`
+	MaxPending     int    `json:"max_pending"`
+	MaxAbandoned   int    `json:"max_abandoned"`
+
+	// The outcomes, see [Outcomes].
+	OK           uint64 `json:"ok"`
+	NotFound     uint64 `json:"not_found"`
+	BadRequest   uint64 `json:"bad_request"`
+	BackendError uint64 `json:"error"`
+	Unavailable  uint64 `json:"unavailable"`
+	Timeout      uint64 `json:"timeout"`
+	Shed         uint64 `json:"shed"`
+	Expired      uint64 `json:"expired"`
+	NoReply      uint64 `json:"no_reply"`
+	Cancelled    uint64 `json:"cancelled"`
 }
 
 func (s *Server) microStats() micro.Stats {
 	st := s.Stats()
 	data, _ := json.Marshal(endpointData{
-		InFlight: st.InFlight, Pending: st.Pending, Dropped: st.Dropped,
-		MaxConcurrent: s.maxConc, MaxPending: s.maxPending,
+		InFlight: st.InFlight, Queued: st.Queued, Pending: st.Pending, Dropped: st.Dropped,
+		Abandoned: st.Abandoned, AbandonedTotal: st.AbandonedTotal, BudgetsClamped: st.BudgetsClamped,
+		MaxConcurrent: st.MaxConcurrent, MaxPending: st.MaxPending, MaxAbandoned: st.MaxAbandoned,
+		OK: st.Outcomes.OK, NotFound: st.Outcomes.NotFound, BadRequest: st.Outcomes.BadRequest,
+		BackendError: st.Outcomes.BackendError, Unavailable: st.Outcomes.Unavailable, Timeout: st.Outcomes.Timeout,
+		Shed: st.Outcomes.Shed, Expired: st.Outcomes.Expired, NoReply: st.Outcomes.NoReply, Cancelled: st.Outcomes.Cancelled,
 	})
 	return micro.Stats{
 		ServiceIdentity: s.identity(),

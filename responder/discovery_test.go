@@ -109,7 +109,11 @@ func TestDiscovery(t *testing.T) {
 			if diff := cmp.Diff(want, got, ignore, cmpopts.IgnoreFields(micro.Stats{}, "Started")); diff != "" {
 				t.Errorf("STATS (-want +got):\n%s", diff)
 			}
-			wantData := map[string]int{"in_flight": 0, "pending": 0, "dropped": 0, "max_concurrent": responder.DefaultMaxConcurrent, "max_pending": responder.DefaultMaxPending}
+			wantData := map[string]int{
+				"in_flight": 0, "queued": 0, "pending": 0, "dropped": 0, "abandoned": 0, "abandoned_total": 0, "budgets_clamped": 0,
+				"max_concurrent": responder.DefaultMaxConcurrent, "max_pending": responder.DefaultMaxPending, "max_abandoned": responder.DefaultMaxConcurrent,
+				"ok": 3, "not_found": 1, "bad_request": 1, "error": 0, "unavailable": 0, "timeout": 0, "shed": 0, "expired": 0, "no_reply": 0, "cancelled": 0,
+			}
 			if diff := cmp.Diff(wantData, data); diff != "" {
 				t.Errorf("STATS data (-want +got):\n%s", diff)
 			}

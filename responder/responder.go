@@ -14,25 +14,30 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/wire"
 )
 
-// Wire constants, the same as package [github.com/tinkerbell/backend/nats]
 // Defaults of [Config].
 const (
 	// DefaultMaxConcurrent is the number of backend calls that may run at
 	// once.
 	DefaultMaxConcurrent = 64
 
-	// DefaultMaxPending is the number of requests that may wait in NATS'
-	// pending buffer while all backend calls are busy.
+	// DefaultMaxPending is the number of requests that may wait in the
+	// responder's queue while all backend calls are busy.
 	DefaultMaxPending = 4096
 
 	// DefaultTimeout bounds a backend call when the request carries no
 	// [backend.HeaderTimeout]. It matches the requester's default timeout.
 	DefaultTimeout = time.Second
+
+	// DefaultMaxTimeout caps the time budget a request may ask for in
+	// [backend.HeaderTimeout].
+	DefaultMaxTimeout = 30 * time.Second
 
 	// DefaultSource is the CloudEvents source attribute of replies.
 	DefaultSource = "/tinkerbell/dhcp/backend"
@@ -43,9 +48,14 @@ const (
 	DefaultVersion = "0.0.0"
 )
 
-// maxPendingBytes bounds the bytes waiting in NATS' pending buffer; with
-// events under 2 KiB the message limit is the one that matters.
-const maxPendingBytes = 64 << 20
+// NATS' own pending buffer of the subscription sits in front of the
+// responder's queue. The callback that empties it never blocks (it queues
+// or sheds a request in microseconds), so the buffer only absorbs bursts;
+// its limits bound the memory a flood can take before the callback sees it.
+const (
+	natsPendingMsgs  = 64 << 10
+	natsPendingBytes = 64 << 20
+)
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown] or
 // [Server.Close], and by Serve when called on a closed server.
@@ -59,7 +69,8 @@ type Config struct {
 	Conn *nats.Conn
 
 	// Backend answers the lookups. It is called from up to MaxConcurrent
-	// goroutines at once.
+	// goroutines at once, plus up to MaxAbandoned calls that overran
+	// their deadline.
 	Backend backend.Backend
 
 	// Subject is the subject served; default [backend.DefaultSubject].
@@ -83,14 +94,41 @@ type Config struct {
 	// [DefaultMaxConcurrent].
 	MaxConcurrent int
 
-	// MaxPending bounds the requests waiting in NATS' pending buffer while
-	// all backend calls are busy; default [DefaultMaxPending]. Requests
-	// beyond it are dropped by NATS and reported as a slow consumer.
+	// MaxPending bounds the requests waiting in the responder's queue
+	// while all backend calls are busy; default [DefaultMaxPending]. A
+	// request that finds the queue full, or that the queue's expected wait
+	// would keep from being served within its time budget, is answered
+	// 503 at once (shed), so that its requester retries elsewhere.
 	MaxPending int
 
+	// MaxAbandoned bounds the backend calls that overran their deadline
+	// (a backend that ignores its context) and still run: the responder
+	// answers such a request 503 at the deadline and leaves the call
+	// behind. While MaxAbandoned calls are left behind, requests are
+	// answered 503 without calling the backend. Default: MaxConcurrent.
+	MaxAbandoned int
+
 	// DefaultTimeout bounds a backend call when the request carries no
-	// [backend.HeaderTimeout]; default [DefaultTimeout].
+	// [backend.HeaderTimeout]; default [DefaultTimeout]. It may not exceed
+	// MaxTimeout.
 	DefaultTimeout time.Duration
+
+	// MaxTimeout caps the time budget a request may ask for; larger
+	// budgets are cut to it. Default [DefaultMaxTimeout].
+	MaxTimeout time.Duration
+
+	// SigningKey, when set, signs every response event (see
+	// [backend.SignatureExtension]): a key pair made from an nkeys seed,
+	// conventionally a user key (nkeys.FromSeed). Requesters that trust
+	// its public key then reject answers from anyone else. Nil (the
+	// default) sends unsigned replies.
+	SigningKey nkeys.KeyPair
+
+	// TracerProvider, when set, makes one span of server kind per request,
+	// continued from the request's W3C trace context; the backend's
+	// context carries it. Nil (the default) makes no spans and allocates
+	// nothing for them.
+	TracerProvider trace.TracerProvider
 
 	// Source is the CloudEvents source attribute of replies; default
 	// [DefaultSource].
@@ -104,27 +142,33 @@ type Config struct {
 	Version  string
 	Metadata map[string]string
 
-	// Logger receives one line per error and a debug line per request;
-	// nil discards them.
+	// Logger receives the responder's log lines; nil discards them.
+	// Warnings about bad requests and per-request errors are rate-limited
+	// (a few per second, each saying how many were suppressed since the
+	// last one): [Server.Stats] counts every one. Debug lines, one per
+	// request, are not limited.
 	Logger *slog.Logger
 }
 
 // Server serves a [backend.Backend] on a NATS subject. Create it with
 // [New]; its methods are safe for concurrent use.
 type Server struct {
-	nc         *nats.Conn
-	backend    backend.Backend
-	subject    string
-	queue      string
-	maxConc    int
-	maxPending int
-	timeout    time.Duration
-	source     string
-	name       string
-	version    string
-	id         string
-	metadata   map[string]string
-	log        *slog.Logger
+	nc           *nats.Conn
+	backend      backend.Backend
+	subject      string
+	queue        string
+	maxConc      int
+	maxPending   int
+	maxAbandoned int
+	timeout      time.Duration
+	maxTimeout   time.Duration
+	source       string
+	name         string
+	version      string
+	id           string
+	metadata     map[string]string
+	log          *slog.Logger
+	tracer       trace.Tracer // nil without a TracerProvider
 
 	// ctx is the parent of every backend call's context; Close cancels it.
 	ctx    context.Context
@@ -132,6 +176,15 @@ type Server struct {
 
 	sub       *nats.Subscription
 	discovery []*nats.Subscription
+
+	// requests is the responder's queue, filled by the subscription's
+	// callback and emptied by the workers. subClosed is closed once the
+	// subscription has ended and its callback will not run again.
+	requests  chan item
+	subClosed chan struct{}
+	pool      pool
+	abandoned atomic.Int64 // backend calls left behind that still run
+	service   ewma         // backend call time, for the expected queue wait
 
 	mu        sync.Mutex
 	serving   bool          // Serve was called
@@ -141,6 +194,7 @@ type Server struct {
 
 	replies replier
 	stats   counters
+	logs    limiters
 	started time.Time
 }
 
@@ -149,9 +203,9 @@ type Server struct {
 // errors wrap [backend.ErrInvalidConfig]; a failed subscription is returned
 // as is.
 //
-// Requests sent after New returns wait in NATS' pending buffer until Serve
-// takes them. Call [Server.Shutdown] or [Server.Close] to release the
-// subscriptions, even if Serve never ran.
+// Requests sent after New returns wait in the responder's queue until Serve
+// takes them; their time budgets run meanwhile. Call [Server.Shutdown] or
+// [Server.Close] to release the subscriptions, even if Serve never ran.
 func New(cfg Config) (*Server, error) {
 	s, err := newServer(cfg)
 	if err != nil {
@@ -182,20 +236,23 @@ func newServer(cfg Config) (*Server, error) {
 		return nil, invalid("Backend is nil")
 	}
 	s := &Server{
-		nc:         cfg.Conn,
-		backend:    cfg.Backend,
-		subject:    backend.Subject(cfg.SubjectPrefix, cfg.Subject),
-		queue:      cfg.Queue,
-		maxConc:    cfg.MaxConcurrent,
-		maxPending: cfg.MaxPending,
-		timeout:    cfg.DefaultTimeout,
-		source:     cfg.Source,
-		name:       cfg.Name,
-		version:    cfg.Version,
-		id:         rand.Text(),
-		metadata:   maps.Clone(cfg.Metadata),
-		log:        cfg.Logger,
-		serveDone:  make(chan struct{}),
+		nc:           cfg.Conn,
+		backend:      cfg.Backend,
+		subject:      backend.Subject(cfg.SubjectPrefix, cfg.Subject),
+		queue:        cfg.Queue,
+		maxConc:      cfg.MaxConcurrent,
+		maxPending:   cfg.MaxPending,
+		maxAbandoned: cfg.MaxAbandoned,
+		timeout:      cfg.DefaultTimeout,
+		maxTimeout:   cfg.MaxTimeout,
+		source:       cfg.Source,
+		name:         cfg.Name,
+		version:      cfg.Version,
+		id:           rand.Text(),
+		metadata:     maps.Clone(cfg.Metadata),
+		log:          cfg.Logger,
+		serveDone:    make(chan struct{}),
+		subClosed:    make(chan struct{}),
 	}
 	if !wire.ValidSubject(s.subject) {
 		return nil, invalid("invalid subject %q", s.subject)
@@ -209,8 +266,8 @@ func newServer(cfg Config) (*Server, error) {
 	case strings.ContainsAny(s.queue, " \t\r\n*>"):
 		return nil, invalid("invalid queue group %q", s.queue)
 	}
-	if s.maxConc < 0 || s.maxPending < 0 || s.timeout < 0 {
-		return nil, invalid("negative MaxConcurrent, MaxPending or DefaultTimeout")
+	if s.maxConc < 0 || s.maxPending < 0 || s.maxAbandoned < 0 || s.timeout < 0 || s.maxTimeout < 0 {
+		return nil, invalid("negative MaxConcurrent, MaxPending, MaxAbandoned, DefaultTimeout or MaxTimeout")
 	}
 	if s.maxConc == 0 {
 		s.maxConc = DefaultMaxConcurrent
@@ -218,8 +275,20 @@ func newServer(cfg Config) (*Server, error) {
 	if s.maxPending == 0 {
 		s.maxPending = DefaultMaxPending
 	}
+	if s.maxAbandoned == 0 {
+		s.maxAbandoned = s.maxConc
+	}
+	if s.maxTimeout == 0 {
+		s.maxTimeout = DefaultMaxTimeout
+	}
+	if s.maxTimeout < time.Millisecond {
+		return nil, invalid("MaxTimeout %v is under a millisecond, the unit of %s", s.maxTimeout, backend.HeaderTimeout)
+	}
 	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
+		s.timeout = min(DefaultTimeout, s.maxTimeout)
+	}
+	if s.timeout > s.maxTimeout {
+		return nil, invalid("DefaultTimeout %v exceeds MaxTimeout %v", s.timeout, s.maxTimeout)
 	}
 	if s.source == "" {
 		s.source = DefaultSource
@@ -245,10 +314,25 @@ func newServer(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	var signer *wire.Signer
+	if cfg.SigningKey != nil {
+		var err error
+		if signer, err = wire.NewSigner(cfg.SigningKey); err != nil {
+			return nil, fmt.Errorf("responder: SigningKey: %w", err)
+		}
+	}
+	if cfg.TracerProvider != nil {
+		s.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	s.requests = make(chan item, s.maxPending)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.replies.init(s.source)
+	s.replies.init(s.source, signer)
+	s.logs.init()
 	return s, nil
 }
+
+// tracerName is the instrumentation scope of the responder's spans.
+const tracerName = "github.com/tinkerbell/backend/responder"
 
 // subscribe subscribes to the subject and the discovery subjects, and
 // flushes so that the NATS server knows them before New returns.
@@ -256,14 +340,18 @@ func (s *Server) subscribe() error {
 	var err error
 	s.started = time.Now().UTC()
 	if s.queue == "" {
-		s.sub, err = s.nc.SubscribeSync(s.subject)
+		s.sub, err = s.nc.Subscribe(s.subject, s.receive)
 	} else {
-		s.sub, err = s.nc.QueueSubscribeSync(s.subject, s.queue)
+		s.sub, err = s.nc.QueueSubscribe(s.subject, s.queue, s.receive)
 	}
 	if err != nil {
 		return fmt.Errorf("responder: subscribing to %q: %w", s.subject, err)
 	}
-	if err := s.sub.SetPendingLimits(s.maxPending, maxPendingBytes); err != nil {
+	// Called once the callback has returned for the last time, whether
+	// the subscription was drained, unsubscribed or lost with the
+	// connection.
+	s.sub.SetClosedHandler(func(string) { close(s.subClosed) })
+	if err := s.sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes); err != nil {
 		_ = s.sub.Unsubscribe()
 		return fmt.Errorf("responder: setting pending limits: %w", err)
 	}
@@ -291,7 +379,8 @@ func (s *Server) Subject() string { return s.subject }
 // subscription ends for another reason, such as the connection being
 // closed, and an error when called twice.
 //
-// Serve returns only once every goroutine it started has returned.
+// Serve returns only once every goroutine it started has returned,
+// including backend calls left behind at their deadline.
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	switch {
@@ -306,13 +395,12 @@ func (s *Server) Serve() error {
 	s.mu.Unlock()
 
 	s.log.Debug("responder: serving", "subject", s.subject, "queue", s.queue, "max_concurrent", s.maxConc)
-	var p pool
-	s.grow(&p)
+	s.grow()
 	stopWatch := make(chan struct{})
 	var watch sync.WaitGroup
 	watch.Go(func() { s.watchSlowConsumer(stopWatch) })
 
-	p.wg.Wait()
+	s.pool.wg.Wait()
 	close(stopWatch)
 	watch.Wait()
 	s.cancel()
@@ -325,42 +413,39 @@ func (s *Server) Serve() error {
 	if closed {
 		return ErrServerClosed
 	}
+	// Someone else ended the subscription: say who if we can.
 	err := nats.ErrBadSubscription
-	if e := p.exitErr.Load(); e != nil {
-		err = *e
-	}
-	if errors.Is(err, nats.ErrBadSubscription) {
-		// Someone else ended the subscription: say who if we can.
-		switch {
-		case s.nc.IsClosed():
-			err = nats.ErrConnectionClosed
-		case s.nc.IsDraining():
-			err = nats.ErrConnectionDraining
-		}
+	switch {
+	case s.nc.IsClosed():
+		err = nats.ErrConnectionClosed
+	case s.nc.IsDraining():
+		err = nats.ErrConnectionDraining
 	}
 	s.log.Error("responder: subscription ended", "subject", s.subject, "error", err)
 	return fmt.Errorf("responder: subscription to %q ended: %w", s.subject, err)
 }
 
-// pool is the set of goroutines that take requests and call the backend.
-// It grows on demand up to maxConc: a worker that takes a request and
-// leaves nobody waiting for the next one starts another worker. A worker
-// that finishes while more than maxIdle others wait returns. So a backend
-// that blocks gets up to maxConc concurrent calls, while a fast one is
-// served by a few busy goroutines that seldom park: each parked worker
-// costs a wake-up per request.
+// pool is the set of goroutines that take requests from the queue and call
+// the backend. It grows on demand up to maxConc: a worker that takes a
+// request and leaves nobody waiting for the next one starts another
+// worker. A worker that finishes while more than maxIdle others wait
+// returns. So a backend that blocks gets up to maxConc concurrent calls,
+// while a fast one is served by a few busy goroutines that seldom park:
+// each parked worker costs a wake-up per request. A worker whose backend
+// call overran its deadline is left behind with the call (it returns when
+// the call does) and replaced.
 type pool struct {
 	wg      sync.WaitGroup
-	running atomic.Int64 // workers started and not returned
+	running atomic.Int64 // workers started, not returned and not left behind
 	idle    atomic.Int64 // workers waiting for a request
-	exitErr atomic.Pointer[error]
 }
 
 // maxIdle is the number of idle workers beyond which a worker returns.
 const maxIdle = 4
 
 // grow starts a worker unless maxConc are running.
-func (s *Server) grow(p *pool) {
+func (s *Server) grow() {
+	p := &s.pool
 	for {
 		n := p.running.Load()
 		if n >= int64(s.maxConc) {
@@ -368,51 +453,55 @@ func (s *Server) grow(p *pool) {
 		}
 		if p.running.CompareAndSwap(n, n+1) {
 			p.wg.Go(func() {
-				defer p.running.Add(-1)
-				s.work(p)
+				if !s.work() {
+					p.running.Add(-1)
+				}
 			})
 			return
 		}
 	}
 }
 
-// work takes requests from the subscription and answers them until the
-// subscription ends, the server is closed or enough other workers are
-// idle.
-func (s *Server) work(p *pool) {
+// work takes requests from the queue and answers them until the
+// subscription has ended and the queue is empty, the server is closed or
+// enough other workers are idle. It reports whether it was left behind
+// with a backend call that overran its deadline, and replaced.
+func (s *Server) work() (leftBehind bool) {
+	p := &s.pool
 	for {
+		var it item
 		p.idle.Add(1)
-		msg, err := s.sub.NextMsgWithContext(s.ctx)
-		idle := p.idle.Add(-1)
-		switch {
-		case err == nil:
-		case errors.Is(err, nats.ErrSlowConsumer):
-			continue // reported by watchSlowConsumer
-		case errors.Is(err, nats.ErrNoResponders):
-			// nats.go consumed a message with an empty body and the
-			// header Status: 503, which any client can publish. It is
-			// not a request we could answer, and the subscription is
-			// fine: taking it for the end would stop the responder.
-			continue
-		default:
-			e := err // only this copy escapes
-			p.exitErr.CompareAndSwap(nil, &e)
-			return
+		select {
+		case it = <-s.requests:
+		case <-s.subClosed:
+			// Nothing more arrives: finish what is queued.
+			select {
+			case it = <-s.requests:
+			default:
+				p.idle.Add(-1)
+				return false
+			}
+		case <-s.ctx.Done():
+			p.idle.Add(-1)
+			return false
 		}
-		if idle == 0 {
-			s.grow(p)
+		if p.idle.Add(-1) == 0 {
+			s.grow()
 		}
-		s.handle(msg)
-		// The idle workers are waiting in NextMsg: one of them takes the
+		if s.handle(it) {
+			return true
+		}
+		// The idle workers are waiting on the queue: one of them takes the
 		// next request, and one that takes it starts another if needed.
 		if p.idle.Load() > maxIdle {
-			return
+			return false
 		}
 	}
 }
 
 // watchSlowConsumer logs each time NATS starts dropping requests because
-// the pending buffer is full.
+// its pending buffer is full: the callback, which never blocks, could not
+// keep up with a flood.
 func (s *Server) watchSlowConsumer(stop <-chan struct{}) {
 	ch := s.sub.StatusChanged(nats.SubscriptionSlowConsumer)
 	for {
@@ -425,15 +514,14 @@ func (s *Server) watchSlowConsumer(stop <-chan struct{}) {
 			}
 			dropped, _ := s.sub.Dropped()
 			pending, _, _ := s.sub.Pending()
-			s.log.Error("responder: slow consumer: NATS is dropping requests because the backend cannot keep up",
-				"subject", s.subject, "dropped_total", dropped, "pending", pending,
-				"max_pending", s.maxPending, "max_concurrent", s.maxConc)
+			s.log.Error("responder: slow consumer: NATS is dropping requests faster than the responder can queue or shed them",
+				"subject", s.subject, "dropped_total", dropped, "pending", pending)
 		}
 	}
 }
 
 // Shutdown stops taking new requests, lets the requests already received
-// (running or waiting in NATS' pending buffer) finish, delivers their
+// (running, queued or in NATS' pending buffer) finish, delivers their
 // replies to the NATS server and returns. If ctx ends first, Shutdown
 // returns ctx.Err() and the requests keep running; call [Server.Close] to
 // stop them. [Server.Serve] returns [ErrServerClosed].
@@ -453,11 +541,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if first {
 		s.stopDiscovery()
-		// Drain unsubscribes, lets the workers take what is pending and then
-		// closes the subscription, which ends the workers once idle.
+		// Drain unsubscribes, lets the callback queue what is pending and
+		// then closes the subscription; the workers finish the queue and
+		// return.
 		if err := s.sub.Drain(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
 			// Without a drain the workers would wait forever: unsubscribe,
-			// which drops what is pending but lets running calls finish.
+			// which drops what NATS holds but lets queued and running
+			// requests finish.
 			s.log.Error("responder: draining subscription failed, unsubscribing", "subject", s.subject, "error", err)
 			_ = s.sub.Unsubscribe()
 		}
@@ -479,12 +569,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Close stops now: it unsubscribes (requests waiting in NATS' pending
-// buffer are dropped) and cancels the contexts of running backend calls.
-// No reply is sent for those, so that their requesters retry elsewhere
-// instead of taking a cancellation for an answer. Close does not wait for
-// the backend calls to return; [Server.Serve] returns [ErrServerClosed]
-// once they have.
+// Close stops now: it unsubscribes (queued requests are dropped) and
+// cancels the contexts of running backend calls. No reply is sent for
+// those, so that their requesters retry elsewhere instead of taking a
+// cancellation for an answer. Close does not wait for the backend calls to
+// return; [Server.Serve] returns [ErrServerClosed] once they have.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true

@@ -652,7 +652,7 @@ func TestShutdown(t *testing.T) {
 	}
 	waitFor(t, "64 running and 136 pending lookups", func() bool {
 		st := srv.Stats()
-		return started.Load() == responder.DefaultMaxConcurrent && st.Pending == n-responder.DefaultMaxConcurrent
+		return started.Load() == responder.DefaultMaxConcurrent && st.Queued == n-responder.DefaultMaxConcurrent
 	})
 
 	shutdown := make(chan error, 1)
@@ -781,7 +781,7 @@ func TestConcurrencyBound(t *testing.T) {
 		st := srv.Stats()
 		// cur, not st.InFlight: a request counts as in flight a little
 		// before its backend call starts.
-		return peak.Load() > limit || (cur.Load() == limit && st.InFlight == limit && st.Pending == n-limit)
+		return peak.Load() > limit || (cur.Load() == limit && st.InFlight == limit && st.Queued == n-limit)
 	})
 	if got := peak.Load(); got != limit {
 		t.Errorf("%d backend calls in flight with all requests received, want %d", got, limit)
@@ -794,41 +794,65 @@ func TestConcurrencyBound(t *testing.T) {
 	}()
 }
 
-// TestSlowConsumer overflows the pending buffer: NATS drops requests, the
-// responder logs it, Stats counts it, and the connection's own error
-// handler is still told.
-func TestSlowConsumer(t *testing.T) {
+// TestQueueFull fills the responder's queue: the requests beyond it are
+// answered 503 at once (shed), so their requesters can retry elsewhere,
+// and Stats counts them.
+func TestQueueFull(t *testing.T) {
 	nc, more := conn(t)
-	asyncErrs := make(chan error, 100)
-	snc := more()
-	snc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		select {
-		case asyncErrs <- err:
-		default:
-		}
-	})
 	release := make(chan struct{})
-	log, logs := newLogger()
-	srv := serve(t, responder.Config{Conn: snc, MaxConcurrent: 1, MaxPending: 2, Logger: log, Backend: backend.BackendFunc(
+	srv := serve(t, responder.Config{Conn: more(), MaxConcurrent: 1, MaxPending: 2, Backend: backend.BackendFunc(
 		func(context.Context, backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
 			<-release
 			return backend.DHCP{}, backend.Netboot{}, nil
 		})})
-	defer close(release)
+	unblock := sync.OnceFunc(func() { close(release) })
+	defer unblock()
+	const n = 10
+	replies := make(chan *nats.Msg, n)
+	inbox := nc.NewRespInbox()
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
 	data := requestEvent(mustMAC(t, "52:54:00:00:08:01"), "")
-	for range 10 {
-		if err := nc.PublishRequest(backend.DefaultSubject, nc.NewRespInbox(), data); err != nil {
+	for i := range n {
+		if err := nc.PublishMsg(&nats.Msg{Subject: backend.DefaultSubject, Reply: inbox, Data: data,
+			Header: nats.Header{backend.HeaderTimeout: {"30000"}}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	waitFor(t, "dropped requests", func() bool { return srv.Stats().Dropped > 0 })
-	waitFor(t, "the slow consumer log line", func() bool { return logs.contains("slow consumer") })
-	select {
-	case err := <-asyncErrs:
-		if !errors.Is(err, nats.ErrSlowConsumer) {
-			t.Errorf("connection error handler got %v, want ErrSlowConsumer", err)
+		if i == 0 {
+			// The first request reaches the backend before the others
+			// arrive, so that exactly two of those fit in the queue.
+			waitFor(t, "the first request to run", func() bool { return srv.Stats().InFlight == 1 })
 		}
-	case <-time.After(pollTimeout):
-		t.Error("the connection's error handler was not called")
+	}
+	// One request runs, two wait: the others are shed at once.
+	codes := map[string]int{}
+	for range n - 3 {
+		select {
+		case m := <-replies:
+			codes[m.Header.Get(backend.HeaderServiceErrorCode)]++
+		case <-time.After(pollTimeout):
+			t.Fatal("sheds did not come at once")
+		}
+	}
+	if diff := cmp.Diff(map[string]int{"503": n - 3}, codes); diff != "" {
+		t.Errorf("replies before the backend returned (-want +got):\n%s", diff)
+	}
+	st := srv.Stats()
+	if st.Outcomes.Shed != n-3 || st.Queued != 2 || st.InFlight != 1 || st.Errors != n-3 {
+		t.Errorf("Stats: shed %d, queued %d, in flight %d, errors %d; want %d, 2, 1, %d", st.Outcomes.Shed, st.Queued, st.InFlight, st.Errors, n-3, n-3)
+	}
+	unblock()
+	for range 3 {
+		select {
+		case m := <-replies:
+			if c := m.Header.Get(backend.HeaderServiceErrorCode); c != "" {
+				t.Errorf("queued request answered %s", c)
+			}
+		case <-time.After(pollTimeout):
+			t.Fatal("queued requests not answered")
+		}
 	}
 }
