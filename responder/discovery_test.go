@@ -111,7 +111,7 @@ func TestDiscovery(t *testing.T) {
 			}
 			wantData := map[string]int{
 				"in_flight": 0, "queued": 0, "pending": 0, "dropped": 0, "abandoned": 0, "abandoned_total": 0, "budgets_clamped": 0,
-				"max_concurrent": responder.DefaultMaxConcurrent, "max_pending": responder.DefaultMaxPending, "max_abandoned": responder.DefaultMaxConcurrent,
+				"max_concurrent": responder.DefaultMaxConcurrent, "max_pending": responder.DefaultMaxPending, "max_abandoned": 4 * responder.DefaultMaxConcurrent,
 				"ok": 3, "not_found": 1, "bad_request": 1, "error": 0, "unavailable": 0, "timeout": 0, "shed": 0, "expired": 0, "no_reply": 0, "cancelled": 0,
 			}
 			if diff := cmp.Diff(wantData, data); diff != "" {

@@ -27,15 +27,16 @@ const maxErrorMessage = 1024
 
 // Texts of the errors the responder itself reports.
 const (
-	msgPanic     = "responder: the backend panicked"
-	msgInvalid   = "responder: the backend returned an invalid answer: "
-	msgTooBig    = "responder: the backend's answer exceeds the event size limit"
-	msgTimeout   = "responder: the backend did not answer within the time budget"
-	msgShedQueue = "responder: overloaded: the queue's expected wait exceeds the time budget"
-	msgShedFull  = "responder: overloaded: the queue is full"
-	msgShedStuck = "responder: backend unavailable: too many calls overran their deadline and still run"
-	msgExpired   = "responder: dropped: the time budget was spent before a backend call could start"
-	msgNoReply   = "responder: dropped a request without a reply subject"
+	msgPanic        = "responder: the backend panicked"
+	msgInvalid      = "responder: the backend returned an invalid answer: "
+	msgTooBig       = "responder: the backend's answer exceeds the event size limit"
+	msgTimeout      = "responder: the backend did not answer within the time budget"
+	msgShedQueue    = "responder: overloaded: the queue's expected wait exceeds the time budget"
+	msgShedFull     = "responder: overloaded: the queue is full"
+	msgShedStuck    = "responder: backend unavailable: too many calls overran their deadline and still run"
+	msgShedDegraded = "responder: backend unavailable: its calls run into their deadlines"
+	msgExpired      = "responder: dropped: the time budget was spent before a backend call could start"
+	msgNoReply      = "responder: dropped a request without a reply subject"
 )
 
 // item is a request in the responder's queue.
@@ -97,11 +98,14 @@ func (s *Server) overloaded(budget time.Duration) bool {
 // shed answers a request 503 at once, from the callback.
 func (s *Server) shed(it item, text string) {
 	r := s.begin(it)
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		s.badRequest(r, r.err.Error())
-		return
+	case !it.ok:
+		s.badBudget(r)
+	default:
+		s.fail(r, outShed, backend.CodeUnavailable, text)
 	}
-	s.fail(r, outShed, backend.CodeUnavailable, text)
 }
 
 // request is a request being answered.
@@ -166,7 +170,11 @@ func (r *request) end(o outcome, code int) {
 // left behind with a backend call that overran its deadline (and replaced).
 func (s *Server) handle(it item) (leftBehind bool) {
 	s.stats.inFlight.Add(1)
-	defer s.stats.inFlight.Add(-1)
+	defer func() {
+		if !leftBehind { // else overrun took it out of InFlight
+			s.stats.inFlight.Add(-1)
+		}
+	}()
 	if s.closing() {
 		s.stats.finish(outCancelled, noCode, it.recv, nil)
 		return false
@@ -178,8 +186,7 @@ func (s *Server) handle(it item) (leftBehind bool) {
 		return false
 	}
 	if !it.ok {
-		s.badRequest(r, fmt.Sprintf("responder: invalid %s header %q: want whole milliseconds as a decimal integer",
-			backend.HeaderTimeout, excerpt.Short(it.msg.Header.Get(backend.HeaderTimeout))))
+		s.badBudget(r)
 		return false
 	}
 	deadline := it.recv.Add(it.budget)
@@ -194,6 +201,14 @@ func (s *Server) handle(it item) (leftBehind bool) {
 		s.fail(r, outShed, backend.CodeUnavailable, msgShedStuck)
 		return false
 	}
+	if s.health.Load() < 0 && !s.probe.Allow() {
+		// The backend's calls run into their deadlines: a worker waiting
+		// for one more would only answer 503 later, with the requester's
+		// budget spent. Answer now; a probe now and then finds out when
+		// the backend is back.
+		s.fail(r, outShed, backend.CodeUnavailable, msgShedDegraded)
+		return false
+	}
 	return s.call(r, deadline, left, grace(it.budget))
 }
 
@@ -202,7 +217,8 @@ func (s *Server) handle(it item) (leftBehind bool) {
 type call struct {
 	mu      sync.Mutex
 	started time.Time
-	done    bool // the backend returned before the watchdog fired
+	seq     int64 // the number of the call, in the order calls started
+	done    bool  // the backend returned before the watchdog fired
 	overran bool // the watchdog fired first and answered
 }
 
@@ -212,7 +228,7 @@ type call struct {
 // worker, which is left behind until the backend returns.
 func (s *Server) call(r *request, deadline time.Time, left, grace time.Duration) (leftBehind bool) {
 	ctx, cancel := context.WithDeadline(r.ctx, deadline)
-	c := &call{started: time.Now()}
+	c := &call{started: time.Now(), seq: s.calls.Add(1)}
 	watchdog := time.AfterFunc(left+grace, func() { s.overrun(r, c) })
 	d, n, err := s.lookup(ctx, r.req)
 	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
@@ -230,6 +246,7 @@ func (s *Server) call(r *request, deadline time.Time, left, grace time.Duration)
 	took := time.Since(c.started)
 	s.service.observe(took)
 	s.stats.backend.observe(took)
+	s.settle(c.seq, !timedOut)
 
 	if err != nil {
 		if s.closing() && errors.Is(err, context.Canceled) {
@@ -296,6 +313,8 @@ func (s *Server) overrun(r *request, c *call) {
 	}
 	c.overran = true
 	c.mu.Unlock()
+	s.settle(c.seq, false)
+	s.stats.inFlight.Add(-1)
 	s.abandoned.Add(1)
 	s.stats.abandoned.Add(1)
 	took := time.Since(c.started)
@@ -312,12 +331,38 @@ func (s *Server) overrun(r *request, c *call) {
 	s.fail(r, outTimeout, backend.CodeUnavailable, msgTimeout)
 }
 
+// settle records how call number seq ended: in time (ok) or at its
+// deadline. The most recently started call that ended decides whether the
+// backend is timing out: a call that started before the backend recovered
+// and ends at its deadline afterwards says nothing about the backend now.
+func (s *Server) settle(seq int64, ok bool) {
+	v := seq
+	if !ok {
+		v = -seq
+	}
+	for {
+		old := s.health.Load()
+		if old >= seq || -old >= seq {
+			return // a later call has settled it
+		}
+		if s.health.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
 // grace is how long after its deadline a backend call is given to return
 // before the watchdog answers for it: half the allowance kept for the
 // reply's trip (see [replyAllowance]), so that the 503 still reaches the
 // requester in time.
 func grace(budget time.Duration) time.Duration {
 	return min(budget/40, 25*time.Millisecond)
+}
+
+// badBudget answers 400 to a request with a malformed budget header.
+func (s *Server) badBudget(r *request) {
+	s.badRequest(r, fmt.Sprintf("responder: invalid %s header %q: want whole milliseconds as a decimal integer",
+		backend.HeaderTimeout, excerpt.Short(r.msg.Header.Get(backend.HeaderTimeout))))
 }
 
 // badRequest answers 400 and logs a rate-limited warning with a short,

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/wire"
@@ -105,7 +106,8 @@ type Config struct {
 	// (a backend that ignores its context) and still run: the responder
 	// answers such a request 503 at the deadline and leaves the call
 	// behind. While MaxAbandoned calls are left behind, requests are
-	// answered 503 without calling the backend. Default: MaxConcurrent.
+	// answered 503 without calling the backend. Default: four times
+	// MaxConcurrent.
 	MaxAbandoned int
 
 	// DefaultTimeout bounds a backend call when the request carries no
@@ -185,6 +187,14 @@ type Server struct {
 	pool      pool
 	abandoned atomic.Int64 // backend calls left behind that still run
 	service   ewma         // backend call time, for the expected queue wait
+
+	// health is the number of the latest call that ended (see settle),
+	// negative when it ran into its deadline: the backend is timing out.
+	// New calls are then paced by probe, the other requests answered 503
+	// at once, until a call returns in time.
+	calls  atomic.Int64 // numbers calls in the order they start
+	health atomic.Int64
+	probe  *rate.Limiter
 
 	mu        sync.Mutex
 	serving   bool          // Serve was called
@@ -276,7 +286,7 @@ func newServer(cfg Config) (*Server, error) {
 		s.maxPending = DefaultMaxPending
 	}
 	if s.maxAbandoned == 0 {
-		s.maxAbandoned = s.maxConc
+		s.maxAbandoned = 4 * s.maxConc
 	}
 	if s.maxTimeout == 0 {
 		s.maxTimeout = DefaultMaxTimeout
@@ -325,11 +335,15 @@ func newServer(cfg Config) (*Server, error) {
 		s.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	s.requests = make(chan item, s.maxPending)
+	s.probe = rate.NewLimiter(rate.Every(probeEvery), 1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.replies.init(s.source, signer)
 	s.logs.init()
 	return s, nil
 }
+
+// probeEvery is the pace of backend calls while the backend times out.
+const probeEvery = 100 * time.Millisecond
 
 // tracerName is the instrumentation scope of the responder's spans.
 const tracerName = "github.com/tinkerbell/backend/responder"
