@@ -219,7 +219,7 @@ type call struct {
 	started time.Time
 	seq     int64 // the number of the call, in the order calls started
 	done    bool  // the backend returned before the watchdog fired
-	overran bool // the watchdog fired first and answered
+	overran bool  // the watchdog fired first and answered
 }
 
 // call calls the backend for r with a deadline, and answers. A watchdog
