@@ -491,7 +491,8 @@ func TestQueueGroup(t *testing.T) {
 				return backend.DHCP{Hostname: "r" + strconv.Itoa(i)}, backend.Netboot{}, nil
 			})})
 	}
-	req := requester(t, natsbackend.Config{Conn: nc})
+	// No hedged requests: each lookup is one request, served once.
+	req := requester(t, natsbackend.Config{Conn: nc, HedgeDelay: -1})
 	failed := lookups(t, req, 300, 10, nil)
 	if failed != 0 {
 		t.Errorf("%d of 300 lookups failed", failed)
