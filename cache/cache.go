@@ -314,4 +314,3 @@ func cloneUserinfo(u *url.Userinfo) *url.Userinfo {
 	}
 	return url.User(u.Username())
 }
-
