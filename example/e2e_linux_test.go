@@ -191,7 +191,10 @@ func TestEndToEndWithRealClient(t *testing.T) {
 		return c
 	}
 	resp := startResponder()
-	startChild(t, server.NS, "dhcp server", "-iface", server.Name, "-server-addr", "198.18.0.1", "-nats-url", natsURL, "-v")
+	// Without answer reuse and the per-MAC limit, so that step 3 sees the
+	// responder's absence at once rather than the answer of step 1.
+	startChild(t, server.NS, "dhcp server", "-iface", server.Name, "-server-addr", "198.18.0.1", "-nats-url", natsURL, "-v",
+		"-answer-reuse", "-1ns", "-min-lookup-interval", "-1ns")
 
 	// 1. A real client gets exactly the hosts file's configuration.
 	vars, err := udhcpc(t, client, 10)

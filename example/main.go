@@ -98,6 +98,10 @@ type options struct {
 	udpAddr       string
 	serverAddr    string
 	lookupTimeout time.Duration
+	answerReuse   time.Duration
+	negativeTTL   time.Duration
+	minLookup     time.Duration
+	unknownRate   float64
 	bootServer    string
 	tftpBase      string
 	httpBase      string
@@ -142,6 +146,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.udpAddr, "udp", "", "DHCP server: plain UDP listen address instead of -iface, e.g. 0.0.0.0:67 behind a relay")
 	fs.StringVar(&o.serverAddr, "server-addr", "", "DHCP server: our IPv4 address (server identifier, source of replies); default: the first IPv4 address of -iface")
 	fs.DurationVar(&o.lookupTimeout, "lookup-timeout", dhcpserver.DefaultLookupTimeout, "DHCP server: deadline of each backend lookup")
+	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: how long a lookup's answer serves the rest of the DORA (negative: off)")
+	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: how long a not-found answer is remembered (negative: off)")
+	fs.DurationVar(&o.minLookup, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address per interval (negative: off)")
+	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (negative: no limit)")
 	fs.StringVar(&o.bootServer, "boot-server", "", "DHCP server: next-server (siaddr) for PXE ROMs; default the TFTP host or -server-addr")
 	fs.StringVar(&o.tftpBase, "tftp-base", "", "DHCP server: TFTP base URL of the iPXE binaries, e.g. tftp://198.18.0.1")
 	fs.StringVar(&o.httpBase, "http-base", "", "DHCP server: HTTP base URL of the iPXE binaries, e.g. http://198.18.0.1:8080/ipxe")
@@ -402,6 +410,11 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		Interface:     o.iface,
 		LookupTimeout: o.lookupTimeout,
 		Logger:        log,
+
+		AnswerReuse:       o.answerReuse,
+		NegativeTTL:       o.negativeTTL,
+		MinLookupInterval: o.minLookup,
+		UnknownLookupRate: o.unknownRate,
 	}
 	if o.udpAddr != "" {
 		ap, err := netip.ParseAddrPort(o.udpAddr)
