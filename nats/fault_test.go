@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -321,4 +322,143 @@ func TestStalledConnection(t *testing.T) {
 	}
 	checkOverruns(t, samples)
 	t.Logf("%d lookups on a stalled connection (%d MB written before it blocked)", len(samples), last)
+}
+
+// loadAsync runs [load] in a goroutine; the returned function waits for
+// its samples.
+func loadAsync(t *testing.T, b backend.Backend, rate int, d, timeout time.Duration) func() []sample {
+	t.Helper()
+	ch := make(chan []sample, 1)
+	go func() { ch <- load(t, b, rate, d, timeout) }()
+	return func() []sample { return <-ch }
+}
+
+// TestFrozenNATSNode: the NATS server the requester is connected to, in a
+// cluster of three, freezes (SIGSTOP) under steady load. No lookup returns
+// more than overrunSlack after its deadline, and lookups succeed again
+// through another server within a few seconds, while it is still frozen.
+func TestFrozenNATSNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 10 s freeze")
+	}
+	procs := natstest.StartProcCluster(t, 3, "")
+	connect := func(urls ...string) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(strings.Join(urls, ","), append(natsbackend.ConnectionOptions(), nats.DontRandomize())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	// Responders on the two servers that stay healthy; the requester on
+	// the one that freezes, knowing the others.
+	serveResponder(t, connect(procs[1].URL()))
+	serveResponder(t, connect(procs[2].URL()))
+	b := newBackend(t, connect(procs[0].URL(), procs[1].URL(), procs[2].URL()), natsbackend.Config{})
+	// The responders' interest reaches the requester's server through the
+	// routes.
+	waitFor(t, func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		_, _, err := b.Lookup(ctx, backend.DHCPRequest{MACAddress: testMAC})
+		return err == nil
+	})
+
+	const (
+		rate     = 200
+		before   = time.Second
+		frozen   = 10 * time.Second
+		recovery = 5 * time.Second // lookups started later than this into the freeze must succeed
+	)
+	wait := loadAsync(t, b, rate, before+frozen+time.Second, dhcpserver.DefaultLookupTimeout)
+	time.Sleep(before) // load runs meanwhile; this only places the freeze
+	freezeAt := time.Now()
+	procs[0].Freeze()
+	time.Sleep(frozen)
+	thawAt := time.Now()
+	procs[0].Thaw()
+	samples := wait()
+
+	latencies(t, samples)
+	checkOverruns(t, samples)
+	var late, lateFailed, failed int
+	var lastFailure time.Time
+	for _, s := range samples {
+		if s.err == nil {
+			continue
+		}
+		failed++
+		if s.start.After(lastFailure) {
+			lastFailure = s.start
+		}
+	}
+	for _, s := range samples {
+		if s.start.After(freezeAt.Add(recovery)) && s.start.Before(thawAt) {
+			late++
+			if s.err != nil {
+				lateFailed++
+			}
+		}
+	}
+	t.Logf("%d lookups, %d failed; the last failed lookup started %v after the freeze", len(samples), failed, lastFailure.Sub(freezeAt).Round(time.Millisecond))
+	if late == 0 || lateFailed > 0 {
+		t.Errorf("%d of %d lookups started %v or more into the freeze failed; want all to succeed through another server", lateFailed, late, recovery)
+	}
+}
+
+// TestRestartRespondersLate: the NATS server restarts; the requester
+// reconnects at once, the responders half a second later. Only lookups
+// whose deadline passed before the responders were back may fail: the
+// others keep asking through "no responders" until they are.
+func TestRestartRespondersLate(t *testing.T) {
+	srv := natstest.Run(t, nil)
+	reqConn := natstest.Connect(t, srv, append(natsbackend.ConnectionOptions(), nats.ReconnectWait(10*time.Millisecond), nats.ReconnectJitter(0, 0))...)
+	var mu sync.Mutex
+	var back time.Time // when the last responder connection reconnected
+	respConn := natstest.Connect(t, srv, append(natsbackend.ConnectionOptions(),
+		nats.ReconnectWait(500*time.Millisecond), nats.ReconnectJitter(0, 0),
+		nats.ReconnectHandler(func(*nats.Conn) { mu.Lock(); back = time.Now(); mu.Unlock() }))...)
+	serveResponder(t, respConn)
+	b := newBackend(t, reqConn, natsbackend.Config{})
+	if _, _, err := b.Lookup(t.Context(), backend.DHCPRequest{MACAddress: testMAC}); err != nil {
+		t.Fatalf("Lookup before the restart: %v", err)
+	}
+
+	wait := loadAsync(t, b, 100, 4*time.Second, dhcpserver.DefaultLookupTimeout)
+	time.Sleep(time.Second) // load runs meanwhile; this only places the restart
+	downAt := time.Now()
+	natstest.Shutdown(srv)
+	t.Logf("down after %v", time.Since(downAt))
+	time.Sleep(200 * time.Millisecond)
+	natstest.RunAgain(t, srv)
+	t.Logf("up after %v", time.Since(downAt))
+	samples := wait()
+	t.Logf("load done after %v", time.Since(downAt))
+
+	mu.Lock()
+	backAt := back
+	mu.Unlock()
+	if backAt.IsZero() {
+		t.Fatalf("the responders did not reconnect: status %v, requester %v, %d samples, %d failed; %v", respConn.Status(), reqConn.Status(), len(samples), len(failures(samples)), time.Since(downAt))
+	}
+	latencies(t, samples)
+	checkOverruns(t, samples)
+	var failed, excused int
+	for _, s := range samples {
+		if s.err == nil {
+			continue
+		}
+		failed++
+		// The responders' subscription is back a moment after their
+		// connection: allow for it.
+		if s.deadline.Before(backAt.Add(overrunSlack)) {
+			excused++
+			continue
+		}
+		t.Errorf("lookup started %v after the shutdown, with its deadline %v after the responders were back, failed: %v",
+			s.start.Sub(downAt).Round(time.Millisecond), s.deadline.Sub(backAt).Round(time.Millisecond), s.err)
+	}
+	t.Logf("%d lookups, %d failed (all with their deadline before the responders were back, %v after the shutdown); stats %+v",
+		len(samples), failed, backAt.Sub(downAt).Round(time.Millisecond), b.Stats().Lookups)
 }
