@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
@@ -40,7 +41,8 @@ var (
 		dhcpserver.DropMalformed, dhcpserver.DropNotRequest, dhcpserver.DropHardware, dhcpserver.DropOversize,
 		dhcpserver.DropMessageType, dhcpserver.DropOtherServer, dhcpserver.DropNotFound, dhcpserver.DropBackend,
 		dhcpserver.DropNoAddress, dhcpserver.DropNoReply, dhcpserver.DropTooLarge, dhcpserver.DropQueueFull,
-		dhcpserver.DropWrite,
+		dhcpserver.DropWrite, dhcpserver.DropCanceled, dhcpserver.DropUnknownQueueFull, dhcpserver.DropUnknownLimited,
+		dhcpserver.DropMACLimited,
 	}
 )
 
@@ -76,9 +78,9 @@ func histogram(d *prometheus.Desc, bounds []time.Duration, counts []uint64, coun
 type DHCPServerCollector struct {
 	stats func() dhcpserver.Stats
 
-	received, answered, dropped          *prometheus.Desc
-	lookups, coalesced, notFound, errors *prometheus.Desc
-	latency                              *prometheus.Desc
+	received, answered, dropped                  *prometheus.Desc
+	lookups, coalesced, reused, notFound, errors *prometheus.Desc
+	latency                                      *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*DHCPServerCollector)(nil)
@@ -90,6 +92,7 @@ var _ prometheus.Collector = (*DHCPServerCollector)(nil)
 //	tinkerbell_dhcp_packets_dropped_total{reason}   packets that got no reply, by [dhcpserver.DropReason]
 //	tinkerbell_dhcp_lookups_total                   Backend calls
 //	tinkerbell_dhcp_lookups_coalesced_total         requests that shared another's Backend call
+//	tinkerbell_dhcp_lookups_reused_total            requests answered from a remembered answer, without a Backend call
 //	tinkerbell_dhcp_lookups_not_found_total         lookups without a reservation
 //	tinkerbell_dhcp_lookup_errors_total             lookups that failed or timed out
 //	tinkerbell_dhcp_lookup_duration_seconds         histogram of Backend call durations
@@ -106,6 +109,7 @@ func newDHCPServerCollector(stats func() dhcpserver.Stats) *DHCPServerCollector 
 		dropped:   desc(sub, "packets_dropped_total", "Received packets that got no reply, by reason.", []string{"reason"}, nil),
 		lookups:   desc(sub, "lookups_total", "Backend lookups made.", nil, nil),
 		coalesced: desc(sub, "lookups_coalesced_total", "Requests that shared the Backend lookup of a concurrent request for the same client.", nil, nil),
+		reused:    desc(sub, "lookups_reused_total", "Requests answered from a remembered answer, without a Backend lookup.", nil, nil),
 		notFound:  desc(sub, "lookups_not_found_total", "Backend lookups that found no reservation.", nil, nil),
 		errors:    desc(sub, "lookup_errors_total", "Backend lookups that failed or timed out.", nil, nil),
 		latency:   desc(sub, "lookup_duration_seconds", "Duration of Backend lookups.", nil, nil),
@@ -114,7 +118,7 @@ func newDHCPServerCollector(stats func() dhcpserver.Stats) *DHCPServerCollector 
 
 // Describe implements [prometheus.Collector].
 func (c *DHCPServerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.answered, c.dropped, c.lookups, c.coalesced, c.notFound, c.errors, c.latency} {
+	for _, d := range []*prometheus.Desc{c.received, c.answered, c.dropped, c.lookups, c.coalesced, c.reused, c.notFound, c.errors, c.latency} {
 		ch <- d
 	}
 }
@@ -134,6 +138,7 @@ func (c *DHCPServerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.lookups, prometheus.CounterValue, float64(st.Lookups))
 	ch <- prometheus.MustNewConstMetric(c.coalesced, prometheus.CounterValue, float64(st.Coalesced))
+	ch <- prometheus.MustNewConstMetric(c.reused, prometheus.CounterValue, float64(st.Reused))
 	ch <- prometheus.MustNewConstMetric(c.notFound, prometheus.CounterValue, float64(st.NotFound))
 	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.BackendErrors))
 	h := st.LookupLatency
@@ -280,4 +285,67 @@ func (c *RequesterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	h := st.Latency
 	ch <- histogram(c.latency, h.Bounds, h.Counts, h.Count, h.Sum)
+}
+
+// CacheCollector exports the [cache.Stats] of a caching backend. Create it
+// with [NewCacheCollector].
+type CacheCollector struct {
+	stats func() cache.Stats
+
+	lookups, fresh, notFound, negativeHits, staleServes, staleMisses, errors, evictions, entries *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*CacheCollector)(nil)
+
+// NewCacheCollector returns a collector of the statistics of the caching
+// backend b (package [github.com/tinkerbell/backend/cache]):
+//
+//	tinkerbell_cache_lookups_total         lookups
+//	tinkerbell_cache_fresh_total           answers from the wrapped backend (remembered)
+//	tinkerbell_cache_not_found_total       not-found answers from the wrapped backend (remembered)
+//	tinkerbell_cache_negative_hits_total   not-found answered from the negative cache
+//	tinkerbell_cache_stale_serves_total    last-known-good answers served while the backend was unavailable (netboot off)
+//	tinkerbell_cache_stale_misses_total    backend unavailable and no answer young enough held
+//	tinkerbell_cache_errors_total          other failures passed through (stale misses included)
+//	tinkerbell_cache_evictions_total       entries dropped to stay within the size limit
+//	tinkerbell_cache_entries               MAC addresses remembered now
+func NewCacheCollector(b *cache.Backend) *CacheCollector {
+	return newCacheCollector(b.Stats)
+}
+
+func newCacheCollector(stats func() cache.Stats) *CacheCollector {
+	const sub = "cache"
+	return &CacheCollector{
+		stats:        stats,
+		lookups:      desc(sub, "lookups_total", "Lookups through the cache.", nil, nil),
+		fresh:        desc(sub, "fresh_total", "Answers from the wrapped backend, remembered.", nil, nil),
+		notFound:     desc(sub, "not_found_total", "Not-found answers from the wrapped backend, remembered for the negative TTL.", nil, nil),
+		negativeHits: desc(sub, "negative_hits_total", "Not-found answered from the negative cache without asking the backend.", nil, nil),
+		staleServes:  desc(sub, "stale_serves_total", "Last-known-good answers served because the backend was unavailable.", nil, nil),
+		staleMisses:  desc(sub, "stale_misses_total", "Lookups while the backend was unavailable without an answer young enough.", nil, nil),
+		errors:       desc(sub, "errors_total", "Other failures passed through, stale misses included.", nil, nil),
+		evictions:    desc(sub, "evictions_total", "Entries dropped to stay within the size limit.", nil, nil),
+		entries:      desc(sub, "entries", "MAC addresses remembered now.", nil, nil),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (c *CacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.lookups, c.fresh, c.notFound, c.negativeHits, c.staleServes, c.staleMisses, c.errors, c.evictions, c.entries} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector]: it reads one snapshot of the
+// cache's statistics.
+func (c *CacheCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for _, m := range []struct {
+		d *prometheus.Desc
+		n uint64
+	}{{c.lookups, st.Lookups}, {c.fresh, st.Fresh}, {c.notFound, st.NotFound}, {c.negativeHits, st.NegativeHits},
+		{c.staleServes, st.StaleServes}, {c.staleMisses, st.StaleMisses}, {c.errors, st.Errors}, {c.evictions, st.Evictions}} {
+		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.n))
+	}
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(st.Entries))
 }

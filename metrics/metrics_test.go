@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/internal/natstest"
 	"github.com/tinkerbell/backend/metrics"
@@ -267,4 +268,34 @@ func histogramCount(t *testing.T, c prometheus.Collector, name string) uint64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+func TestCacheCollector(t *testing.T) {
+	b, err := cache.New(cache.Config{Backend: backend.BackendFunc(hosts)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := metrics.NewCacheCollector(b)
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	unknown := net.HardwareAddr{0, 0, 0x5e, 0, 0x53, 1}
+	for _, mac := range []net.HardwareAddr{known, unknown, unknown} {
+		_, _, _ = b.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac})
+	}
+	want := `
+# HELP tinkerbell_cache_entries MAC addresses remembered now.
+# TYPE tinkerbell_cache_entries gauge
+tinkerbell_cache_entries 2
+# HELP tinkerbell_cache_lookups_total Lookups through the cache.
+# TYPE tinkerbell_cache_lookups_total counter
+tinkerbell_cache_lookups_total 3
+# HELP tinkerbell_cache_negative_hits_total Not-found answered from the negative cache without asking the backend.
+# TYPE tinkerbell_cache_negative_hits_total counter
+tinkerbell_cache_negative_hits_total 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"tinkerbell_cache_entries", "tinkerbell_cache_lookups_total", "tinkerbell_cache_negative_hits_total"); err != nil {
+		t.Error(err)
+	}
 }
