@@ -8,22 +8,26 @@ import (
 	"strings"
 )
 
-// Backend answers DHCP lookups: given the hardware address of a client, it
-// returns the reservation the DHCP server hands out and the netboot settings
-// for that client.
+// Backend answers lookups: given the MAC address of a DHCP client, or
+// the IP address of a machine (see [DHCPRequest]), it returns the
+// reservation the DHCP server hands out and the netboot settings of that
+// machine.
 //
 // Lookup may be called concurrently from many goroutines; implementations
 // must be safe for that. It must honour ctx: when ctx is done, it should
 // return promptly with an error that wraps ctx.Err().
 //
 // Lookup returns [ErrNotFound] (possibly wrapped) when it holds no
-// reservation for req's MAC address; a DHCP server then stays silent, since
-// another server may own the client. Any other non-nil error means the
+// reservation for the address in req; a DHCP server then stays silent,
+// since another server may own the client. A backend that does not index
+// machines by IP address needs no code for lookups by IP: their
+// req.MACAddress is nil, a lookup keyed by it finds nothing, and
+// [ErrNotFound] is the right answer. Any other non-nil error means the
 // backend failed; the DHCP and Netboot values are then ignored.
 //
 // The returned values belong to the caller: an implementation must not keep
-// and modify them (or the slices and URL they point to) after returning.
-// Lookup must not modify req or retain req.MACAddress after it returns.
+// and modify them (or the slices they point to) after returning. Lookup
+// must not modify req or retain req.MACAddress after it returns.
 type Backend interface {
 	Lookup(ctx context.Context, req DHCPRequest) (DHCP, Netboot, error)
 }
@@ -41,7 +45,8 @@ func (f BackendFunc) Lookup(ctx context.Context, req DHCPRequest) (DHCP, Netboot
 // whose Is method matches by code.
 var (
 	// ErrNotFound means the backend holds no reservation for the MAC
-	// address (wire code 404). A DHCP server stays silent.
+	// address, or no machine with the IP address (wire code 404). A DHCP
+	// server stays silent.
 	ErrNotFound = errors.New("backend: no reservation for this MAC address")
 
 	// ErrNoBackend means no backend answered at all: nobody listens on the
@@ -200,14 +205,17 @@ func (e *SyntaxError) Is(target error) bool { return target == ErrInvalidMessage
 
 // Reasons carried in [FieldError.Err].
 var (
-	ErrMissing    = errors.New("missing")                      // a required field is absent, null or empty
-	ErrWrongType  = errors.New("wrong JSON type")              // e.g. a number where a string belongs
-	ErrNotIPv4    = errors.New("not an IPv4 address")          // DHCPv4 needs IPv4
-	ErrBadMAC     = errors.New("not a hardware address")       // neither text nor base64 of a known length
-	ErrBadMask    = errors.New("not a contiguous IPv4 mask")   // e.g. 255.0.255.0
-	ErrTooLong    = errors.New("too long for its DHCP option") // over 255 bytes
-	ErrBadURL     = errors.New("not an absolute http, https or tftp URL")
-	ErrBadName    = errors.New("not a valid domain name")
-	ErrOutOfRange = errors.New("number out of range")
-	ErrUnexpected = errors.New("unexpected value") // e.g. a wrong CloudEvents type or specversion
+	ErrMissing     = errors.New("missing")                      // a required field is absent, null or empty
+	ErrWrongType   = errors.New("wrong JSON type")              // e.g. a number where a string belongs
+	ErrNotIPv4     = errors.New("not an IPv4 address")          // DHCPv4 needs IPv4
+	ErrBadMAC      = errors.New("not a hardware address")       // neither text nor base64 of a known length
+	ErrBadMask     = errors.New("not a contiguous IPv4 mask")   // e.g. 255.0.255.0
+	ErrTooLong     = errors.New("too long for its DHCP option") // over 255 bytes
+	ErrBadURL      = errors.New("not an absolute http, https or tftp URL")
+	ErrBadPrefix   = errors.New("not a network prefix (host bits set)")
+	ErrBadFileName = errors.New("not a file name")
+	ErrConflict    = errors.New("conflicts with another field") // e.g. both MACAddress and IPAddress in a request
+	ErrBadName     = errors.New("not a valid domain name")
+	ErrOutOfRange  = errors.New("number out of range")
+	ErrUnexpected  = errors.New("unexpected value") // e.g. a wrong CloudEvents type or specversion
 )

@@ -71,7 +71,10 @@ func exactKey(key string) bool {
 	switch key {
 	case "MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
 		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
-		"AllowNetboot", "IPXEScriptURL", "DHCP", "Netboot", "Error", "Code", "Message":
+		"VLANID", "TFTPServerName", "BootFileName", "Arch", "ClasslessStaticRoutes", "Disabled",
+		"AllowNetboot", "IPXEScriptURL", "IPXEScript", "IPXEBinary", "Console", "Facility", "OSIE", "Isoboot",
+		"DHCP", "Netboot", "Error", "Code", "Message",
+		"BaseURL", "Kernel", "Initrd", "KernelParams", "SourceISO", "Destination", "Router":
 		return true
 	}
 	return false
@@ -81,7 +84,8 @@ func exactKey(key string) bool {
 func isDHCPKey(k string) bool {
 	switch k {
 	case "MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
-		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch":
+		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
+		"VLANID", "TFTPServerName", "BootFileName", "Arch", "ClasslessStaticRoutes", "Disabled":
 		return true
 	}
 	return false
@@ -291,26 +295,26 @@ func decodeMask(d *jsonx.Decoder, field string) (Mask, error) {
 	return Mask{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrNotIPv4}
 }
 
-// decodeURL decodes an absolute http, https or tftp URL; null and "" mean
-// unset. A URL written as an object (what encoding/json makes of a
-// url.URL) is accepted too.
-func decodeURL(d *jsonx.Decoder, field string) (*url.URL, error) {
+// decodeURL decodes an absolute http, https or tftp URL, keeping its text;
+// null and "" mean unset. A URL written as an object (what encoding/json
+// makes of a url.URL) is accepted too.
+func decodeURL(d *jsonx.Decoder, field string) (URL, error) {
 	if d.Peek() == jsonx.Object {
 		return decodeURLObject(d, field)
 	}
 	s, err := decodeString(d, field)
 	if err != nil || s == "" {
-		return nil, err
+		return "", err
 	}
-	u, err := url.Parse(s)
-	if err != nil || !validScriptURL(u) {
-		return nil, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
+	if !validURL(s) {
+		return "", &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
 	}
-	return u, nil
+	return URL(s), nil
 }
 
-// decodeURLObject decodes the encoding/json form of a url.URL.
-func decodeURLObject(d *jsonx.Decoder, field string) (*url.URL, error) {
+// decodeURLObject decodes the encoding/json form of a url.URL into the
+// text url.URL.String gives, which is what its sender meant.
+func decodeURLObject(d *jsonx.Decoder, field string) (URL, error) {
 	var u url.URL
 	err := d.Object(func(key string) error {
 		var err error
@@ -335,25 +339,128 @@ func decodeURLObject(d *jsonx.Decoder, field string) (*url.URL, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	// Round-trip through the text form so that the result is exactly what
-	// decoding the canonical string would give.
 	s := u.String()
-	p, perr := url.Parse(s)
-	if perr != nil || !validScriptURL(p) {
-		return nil, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
+	if !validURL(s) {
+		return "", &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrBadURL}
+	}
+	return URL(s), nil
+}
+
+// decodeVLAN decodes a VLAN ID written as a string or as a number; null and
+// "" mean unset. The range is checked by DHCP.Validate.
+func decodeVLAN(d *jsonx.Decoder, field string) (string, error) {
+	if d.Peek() == jsonx.Number {
+		nb, err := d.NumberBytes()
+		if err != nil {
+			return "", err
+		}
+		s := string(nb)
+		if !validVLAN(s) {
+			return "", &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrOutOfRange}
+		}
+		return s, nil
+	}
+	return decodeString(d, field)
+}
+
+// decodeRoutes decodes a list of routes; null and [] mean none.
+func decodeRoutes(d *jsonx.Decoder, field string) ([]Route, error) {
+	switch d.Peek() {
+	case jsonx.Null:
+		d.TryNull()
+		return nil, nil
+	case jsonx.Array:
+	default:
+		return nil, wrongType(d, field)
+	}
+	var out []Route
+	err := d.Array(func() error {
+		if d.Peek() != jsonx.Object {
+			return wrongType(d, field)
+		}
+		var r Route
+		err := d.Object(func(key string) error {
+			var err error
+			switch canonical(key, routeKeys[:]) {
+			case "Destination", "Dest":
+				r.Destination, err = decodePrefix(d, field)
+			case "Router":
+				r.Router, err = decodeAddr(d, field)
+			default:
+				err = d.Skip()
+			}
+			return err
+		})
+		if err == nil {
+			if rerr := r.validate(); rerr != nil {
+				return &FieldError{Field: field, Value: r.String(), Err: rerr}
+			}
+			out = append(out, r)
+		}
+		return err
+	})
+	return out, err
+}
+
+var routeKeys = [...]string{"Destination", "Dest", "Router"}
+
+// decodePrefix decodes an IPv4 prefix written as "10.0.0.0/8" or as the
+// encoding/json form of a net.IPNet: {"IP": "10.0.0.0", "Mask": "<base64>"}.
+func decodePrefix(d *jsonx.Decoder, field string) (netip.Prefix, error) {
+	if d.Peek() == jsonx.Object {
+		var ip netip.Addr
+		var mask Mask
+		err := d.Object(func(key string) error {
+			var err error
+			switch {
+			case strings.EqualFold(key, "IP"):
+				ip, err = decodeAddr(d, field)
+			case strings.EqualFold(key, "Mask"):
+				mask, err = decodeMask(d, field)
+			default:
+				err = d.Skip()
+			}
+			return err
+		})
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if !ip.IsValid() || !mask.IsValid() {
+			return netip.Prefix{}, &FieldError{Field: field, Err: ErrMissing}
+		}
+		return netip.PrefixFrom(ip, mask.Bits()), nil
+	}
+	s, err := decodeString(d, field)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	p, perr := netip.ParsePrefix(s)
+	if perr != nil {
+		return netip.Prefix{}, &FieldError{Field: field, Value: excerpt.Short(s), Err: ErrNotIPv4}
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p, nil
 }
 
-func validScriptURL(u *url.URL) bool {
-	switch u.Scheme {
-	case "http", "https", "tftp":
-	default:
-		return false
+func appendRoutes(dst []byte, rs []Route) []byte {
+	dst = append(dst, '[')
+	for i, r := range rs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"Destination":"`...)
+		if r.Destination.IsValid() {
+			dst = r.Destination.AppendTo(dst)
+		}
+		dst = append(dst, `","Router":`...)
+		dst = appendAddr(dst, r.Router)
+		dst = append(dst, '}')
 	}
-	return u.Host != "" && u.Opaque == ""
+	return append(dst, ']')
 }
 
 // validDomain reports whether s is a domain name that fits the RFC 1035

@@ -82,3 +82,52 @@ func ExampleSubject() {
 	// tinkerbell.dhcp.backend
 	// site-a.tinkerbell.dhcp.backend
 }
+
+// A backend that also answers lookups by IP address keeps two indexes.
+// A backend that knows only MAC addresses needs nothing more than the
+// first map: in a lookup by IP address req.MACAddress is nil, so it finds
+// nothing and answers ErrNotFound, never another machine.
+func ExampleDHCPRequest_byIP() {
+	node1 := backend.DHCP{MACAddress: net.HardwareAddr{0x52, 0x54, 0, 0x66, 0xea, 0x9a}, IPAddress: netip.MustParseAddr("198.18.0.10")}
+	byMAC := map[string]backend.DHCP{node1.MACAddress.String(): node1}
+	byIP := map[netip.Addr]backend.DHCP{node1.IPAddress: node1}
+	b := backend.BackendFunc(func(_ context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		d, ok := byMAC[req.MACAddress.String()]
+		if req.ByIP() {
+			d, ok = byIP[req.IPAddress]
+		}
+		if !ok {
+			return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
+		}
+		return d, backend.Netboot{}, nil
+	})
+
+	req := backend.DHCPRequest{IPAddress: netip.MustParseAddr("198.18.0.10")}
+	out, _ := json.Marshal(req)
+	fmt.Println(string(out))
+	d, _, err := b.Lookup(context.Background(), req)
+	fmt.Println(d.MACAddress, err, req.Match(&d)) // Match: what a requester checks
+
+	// An answer about another machine does not match the question.
+	wrong := backend.DHCP{IPAddress: netip.MustParseAddr("198.18.0.11")}
+	fmt.Println(errors.Is(req.Match(&wrong), backend.ErrUnexpected))
+	// Output:
+	// {"IPAddress":"198.18.0.10","Traceparent":""}
+	// 52:54:00:66:ea:9a <nil> <nil>
+	// true
+}
+
+// URLs are carried verbatim: iPXE expands the settings in them.
+func ExampleURL() {
+	m := backend.Message{Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: "http://198.18.0.1/${mac:hexhyp}.ipxe"}}
+	fmt.Println(m.Validate())
+	out, _ := json.Marshal(m.Netboot)
+	fmt.Println(string(out))
+
+	_, err := backend.ParseURL("ftp://198.18.0.1/auto.ipxe")
+	fmt.Println(errors.Is(err, backend.ErrBadURL))
+	// Output:
+	// <nil>
+	// {"AllowNetboot":true,"IPXEScriptURL":"http://198.18.0.1/${mac:hexhyp}.ipxe"}
+	// true
+}

@@ -2,11 +2,14 @@ package backend_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tinkerbell/backend"
 )
@@ -58,6 +61,12 @@ func TestRequestRejects(t *testing.T) {
 		{"malformed MAC", `{"MACAddress":"52:54:00:66:ea"}`, wantErr{"MACAddress", backend.ErrBadMAC}},
 		{"base64 of 4 bytes", `{"MACAddress":"AQIDBA=="}`, wantErr{"MACAddress", backend.ErrBadMAC}},
 		{"MAC as number", `{"MACAddress":5}`, wantErr{"MACAddress", backend.ErrWrongType}},
+		{"MAC and IP", `{"MACAddress":"52:54:00:66:ea:9a","IPAddress":"198.18.0.10"}`, wantErr{"IPAddress", backend.ErrConflict}},
+		{"IP null", `{"IPAddress":null}`, wantErr{"MACAddress", backend.ErrMissing}},
+		{"IP empty", `{"IPAddress":""}`, wantErr{"MACAddress", backend.ErrMissing}},
+		{"IP v6", `{"IPAddress":"2001:db8::1"}`, wantErr{"IPAddress", backend.ErrNotIPv4}},
+		{"IP garbage", `{"IPAddress":"node-1"}`, wantErr{"IPAddress", backend.ErrNotIPv4}},
+		{"IP as number", `{"IPAddress":3323068426}`, wantErr{"IPAddress", backend.ErrWrongType}},
 		{"MAC as array", `{"MACAddress":[82,84,0,102,234,154]}`, wantErr{"MACAddress", backend.ErrWrongType}},
 		{"traceparent as object", `{"MACAddress":"52:54:00:66:ea:9a","Traceparent":{}}`, wantErr{"Traceparent", backend.ErrWrongType}},
 		{"bad escape", `{"MACAddress":"52:54:00:66:ea:9a","Traceparent":"\x"}`, wantErr{}},
@@ -159,6 +168,38 @@ func TestMessageRejects(t *testing.T) {
 		{"nested DHCP not object", `{"DHCP":[]}`, wantErr{}},
 		{"nested field invalid", `{"DHCP":{"IPAddress":"::1"}}`, wantErr{"IPAddress", backend.ErrNotIPv4}},
 		{"nested netboot invalid", `{"Netboot":{"IPXEScriptURL":"x"}}`, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"URL setting without scheme", `{"IPXEScriptURL":"${next-server}/auto.ipxe"}`, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"URL with space in host", `{"IPXEScriptURL":"http://a b/auto.ipxe"}`, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"URL with control byte", `{"IPXEScriptURL":"http://198.18.0.1/a\u0000.ipxe"}`, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"VLAN zero", `{"VLANID":"0"}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN too big", `{"VLANID":"4095"}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN number too big", `{"VLANID":4095}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN negative", `{"VLANID":-1}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN text", `{"VLANID":"vlan10"}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN leading zero", `{"VLANID":"010"}`, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"VLAN bool", `{"VLANID":true}`, wantErr{"VLANID", backend.ErrWrongType}},
+		{"TFTP server name too long", `{"TFTPServerName":"` + long + `"}`, wantErr{"TFTPServerName", backend.ErrTooLong}},
+		{"boot file name too long", `{"BootFileName":"` + long + `"}`, wantErr{"BootFileName", backend.ErrTooLong}},
+		{"disabled string", `{"Disabled":"true"}`, wantErr{"Disabled", backend.ErrWrongType}},
+		{"routes not a list", `{"ClasslessStaticRoutes":{}}`, wantErr{"ClasslessStaticRoutes", backend.ErrWrongType}},
+		{"route not an object", `{"ClasslessStaticRoutes":["10.0.0.0/8"]}`, wantErr{"ClasslessStaticRoutes", backend.ErrWrongType}},
+		{"route host bits", `{"ClasslessStaticRoutes":[{"Destination":"10.0.0.1/8","Router":"198.18.0.1"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrBadPrefix}},
+		{"route IPv6", `{"ClasslessStaticRoutes":[{"Destination":"2001:db8::/32","Router":"198.18.0.1"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrNotIPv4}},
+		{"route no router", `{"ClasslessStaticRoutes":[{"Destination":"10.0.0.0/8"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrNotIPv4}},
+		{"route no destination", `{"ClasslessStaticRoutes":[{"Router":"198.18.0.1"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrNotIPv4}},
+		{"route bad prefix", `{"ClasslessStaticRoutes":[{"Destination":"10.0.0.0/33","Router":"198.18.0.1"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrNotIPv4}},
+		{"route naive no mask", `{"ClasslessStaticRoutes":[{"Dest":{"IP":"10.0.0.0"},"Router":"198.18.0.1"}]}`, wantErr{"ClasslessStaticRoutes", backend.ErrMissing}},
+		{"binary with slash", `{"IPXEBinary":"../ipxe.efi"}`, wantErr{"IPXEBinary", backend.ErrBadFileName}},
+		{"binary dot dot", `{"IPXEBinary":".."}`, wantErr{"IPXEBinary", backend.ErrBadFileName}},
+		{"binary with space", `{"IPXEBinary":"ipxe .efi"}`, wantErr{"IPXEBinary", backend.ErrBadFileName}},
+		{"binary too long", `{"IPXEBinary":"` + strings.Repeat("a", 101) + `"}`, wantErr{"IPXEBinary", backend.ErrBadFileName}},
+		{"script number", `{"IPXEScript":1}`, wantErr{"IPXEScript", backend.ErrWrongType}},
+		{"OSIE not object", `{"OSIE":"http://198.18.0.1/osie"}`, wantErr{"OSIE", backend.ErrWrongType}},
+		{"OSIE bad URL", `{"OSIE":{"BaseURL":"/osie"}}`, wantErr{"OSIE.BaseURL", backend.ErrBadURL}},
+		{"OSIE params not list", `{"OSIE":{"KernelParams":"console=ttyS0"}}`, wantErr{"OSIE.KernelParams", backend.ErrWrongType}},
+		{"ISO bad URL", `{"Isoboot":{"SourceISO":"file:///hook.iso"}}`, wantErr{"Isoboot.SourceISO", backend.ErrBadURL}},
+		{"ISO not object", `{"Isoboot":[]}`, wantErr{"Isoboot", backend.ErrWrongType}},
+		{"nested smee field invalid", `{"Netboot":{"OSIE":{"BaseURL":"x"}}}`, wantErr{"OSIE.BaseURL", backend.ErrBadURL}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,7 +223,17 @@ func TestValidate(t *testing.T) {
 		{"IPv6 gateway", backend.Message{DHCP: backend.DHCP{DefaultGateway: netip.MustParseAddr("::1")}}, wantErr{"DefaultGateway", backend.ErrNotIPv4}},
 		{"IPv6 name server", backend.Message{DHCP: backend.DHCP{NameServers: []netip.Addr{{}}}}, wantErr{"NameServers", backend.ErrNotIPv4}},
 		{"IPv6 NTP server", backend.Message{DHCP: backend.DHCP{NTPServers: []netip.Addr{netip.IPv6Loopback()}}}, wantErr{"NTPServers", backend.ErrNotIPv4}},
-		{"bad URL", backend.Message{Netboot: backend.Netboot{IPXEScriptURL: mustURL("mailto:a@b")}}, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"bad URL", backend.Message{Netboot: backend.Netboot{IPXEScriptURL: "mailto:a@b"}}, wantErr{"IPXEScriptURL", backend.ErrBadURL}},
+		{"bad VLAN", backend.Message{DHCP: backend.DHCP{VLANID: "4095"}}, wantErr{"VLANID", backend.ErrOutOfRange}},
+		{"route IPv6 router", backend.Message{DHCP: backend.DHCP{ClasslessStaticRoutes: []backend.Route{
+			{Destination: netip.MustParsePrefix("10.0.0.0/8"), Router: netip.IPv6Loopback()},
+		}}}, wantErr{"ClasslessStaticRoutes", backend.ErrNotIPv4}},
+		{"route host bits", backend.Message{DHCP: backend.DHCP{ClasslessStaticRoutes: []backend.Route{
+			{Destination: netip.MustParsePrefix("10.1.0.0/8"), Router: netip.MustParseAddr("198.18.0.1")},
+		}}}, wantErr{"ClasslessStaticRoutes", backend.ErrBadPrefix}},
+		{"bad binary", backend.Message{Netboot: backend.Netboot{IPXEBinary: "a/b"}}, wantErr{"IPXEBinary", backend.ErrBadFileName}},
+		{"bad OSIE URL", backend.Message{Netboot: backend.Netboot{OSIE: backend.OSIE{BaseURL: "osie"}}}, wantErr{"OSIE.BaseURL", backend.ErrBadURL}},
+		{"bad ISO URL", backend.Message{Netboot: backend.Netboot{Isoboot: backend.Isoboot{SourceISO: "ftp://x/y.iso"}}}, wantErr{"Isoboot.SourceISO", backend.ErrBadURL}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -299,5 +350,95 @@ func TestBackendFunc(t *testing.T) {
 	d, n, err := b.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac})
 	if err != nil || d.MACAddress.String() != mac.String() || !n.AllowNetboot {
 		t.Fatalf("Lookup = %v, %v, %v", d, n, err)
+	}
+}
+
+func TestRequestValidateAndMatch(t *testing.T) {
+	mac := mustMAC("52:54:00:66:ea:9a")
+	other := mustMAC("52:54:00:66:ea:9b")
+	ip := netip.MustParseAddr("198.18.0.10")
+	tests := []struct {
+		name     string
+		req      backend.DHCPRequest
+		valid    wantErr // zero: valid
+		answer   backend.DHCP
+		mismatch string // the field Match names, "" when the answer matches
+	}{
+		{name: "by MAC, MAC echoed", req: backend.DHCPRequest{MACAddress: mac}, answer: backend.DHCP{MACAddress: mac, IPAddress: ip}},
+		{name: "by MAC, no MAC in answer", req: backend.DHCPRequest{MACAddress: mac}, answer: backend.DHCP{IPAddress: ip}},
+		{name: "by MAC, other MAC", req: backend.DHCPRequest{MACAddress: mac}, answer: backend.DHCP{MACAddress: other}, mismatch: "MACAddress"},
+		{name: "by IP, same IP", req: backend.DHCPRequest{IPAddress: ip}, answer: backend.DHCP{MACAddress: other, IPAddress: ip}},
+		{name: "by IP, other IP", req: backend.DHCPRequest{IPAddress: ip}, answer: backend.DHCP{MACAddress: mac, IPAddress: netip.MustParseAddr("198.18.0.11")}, mismatch: "IPAddress"},
+		{name: "by IP, no IP in answer", req: backend.DHCPRequest{IPAddress: ip}, answer: backend.DHCP{MACAddress: mac}, mismatch: "IPAddress"},
+		{name: "neither", req: backend.DHCPRequest{Traceparent: "x"}, valid: wantErr{"MACAddress", backend.ErrMissing}},
+		{name: "both", req: backend.DHCPRequest{MACAddress: mac, IPAddress: ip}, valid: wantErr{"IPAddress", backend.ErrConflict}},
+		{name: "IPv6", req: backend.DHCPRequest{IPAddress: netip.IPv6Loopback()}, valid: wantErr{"IPAddress", backend.ErrNotIPv4}},
+		{name: "short MAC", req: backend.DHCPRequest{MACAddress: mac[:3]}, valid: wantErr{"MACAddress", backend.ErrBadMAC}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.req.Validate()
+			if tt.valid.Field != "" {
+				checkErr(t, err, tt.valid)
+				// The wire form of an invalid request does not decode either.
+				var back backend.DHCPRequest
+				checkErr(t, back.UnmarshalJSON(tt.req.AppendJSON(nil)), tt.valid)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			err = tt.req.Match(&tt.answer)
+			if tt.mismatch == "" {
+				if err != nil {
+					t.Fatalf("Match: %v", err)
+				}
+				return
+			}
+			checkErr(t, err, wantErr{tt.mismatch, backend.ErrUnexpected})
+		})
+	}
+}
+
+// TestURLVerbatim checks that URL text survives decoding and encoding byte
+// for byte, whatever net/url would make of it.
+func TestURLVerbatim(t *testing.T) {
+	for _, s := range []string{
+		"http://198.18.0.1/${mac:hexhyp}.ipxe",
+		"http://${next-server}/boot.ipxe",
+		"tftp://198.18.0.1:69/${net0/mac}/undionly.kpxe",
+		"https://boot.example.test/a%2Fb/c d.ipxe?x=${uuid}&y=%zz",
+		"HTTP://198.18.0.1/Auto.IPXE",
+		"http://198.18.0.1/${unterminated",
+	} {
+		t.Run(s, func(t *testing.T) {
+			u, err := backend.ParseURL(s)
+			if err != nil || string(u) != s || !u.IsValid() {
+				t.Fatalf("ParseURL = %q, %v", u, err)
+			}
+			in := backend.Netboot{IPXEScriptURL: u, OSIE: backend.OSIE{BaseURL: u}, Isoboot: backend.Isoboot{SourceISO: u}}
+			raw, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out backend.Netboot
+			if err := json.Unmarshal(raw, &out); err != nil {
+				t.Fatalf("decode %s: %v", raw, err)
+			}
+			if diff := cmp.Diff(in, out); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for _, s := range []string{"/auto.ipxe", "${base}/auto.ipxe", "ftp://h/x", "http://", "http://[::1", "http://198.18.0.1/\x00", "mailto:a@b"} {
+		if _, err := backend.ParseURL(s); !errors.Is(err, backend.ErrBadURL) {
+			t.Errorf("ParseURL(%q) error = %v, want ErrBadURL", s, err)
+		}
+	}
+	if u, err := backend.ParseURL(""); err != nil || u != "" || u.IsValid() {
+		t.Errorf("ParseURL(\"\") = %q, %v", u, err)
+	}
+	if backend.URLFrom(nil) != "" {
+		t.Error("URLFrom(nil) is set")
 	}
 }

@@ -3,7 +3,6 @@ package backend
 import (
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 
 	"github.com/tinkerbell/backend/internal/excerpt"
@@ -38,6 +37,10 @@ type Message struct {
 
 // DHCP holds the headers and options a DHCP server puts in its reply. It is
 // the reservation of one client. The zero value of each field means unset.
+//
+// The fields after DomainSearch are those of the Tinkerbell DHCP server's
+// hardware model (smee's DHCP type), under its names; they are optional on
+// the wire and left out of the canonical form when unset.
 type DHCP struct {
 	MACAddress       net.HardwareAddr // chaddr DHCP header.
 	IPAddress        netip.Addr       // yiaddr DHCP header.
@@ -50,18 +53,104 @@ type DHCP struct {
 	NTPServers       []netip.Addr     // DHCP option 42.
 	LeaseTime        uint32           // DHCP option 51, in seconds; 0 lets the server choose.
 	DomainSearch     []string         // DHCP option 119.
+
+	// VLANID is the VLAN the client should boot on, in decimal ("1" to
+	// "4094"): DHCP option 43 sub-option 116, which iPXE reads as
+	// ${43.116}. "" means none.
+	VLANID string
+
+	// TFTPServerName overrides the TFTP server of the boot file: DHCP
+	// option 66. A reservation with TFTPServerName or BootFileName set
+	// boots what they say instead of the server's netboot logic.
+	TFTPServerName string
+
+	// BootFileName overrides the boot file: DHCP option 67 (and the file
+	// header when it fits), sent verbatim.
+	BootFileName string
+
+	// Arch is the machine's architecture as recorded in the inventory,
+	// such as "x86_64" or "aarch64" (the client reports its own in DHCP
+	// option 93). It is not sent in DHCP; netboot services use it.
+	Arch string
+
+	// ClasslessStaticRoutes are sent as DHCP option 121 (RFC 3442).
+	ClasslessStaticRoutes []Route
+
+	// Disabled tells the DHCP server to stay silent for this client, as
+	// if there were no reservation.
+	Disabled bool
 }
 
 // Netboot holds what a client needs to boot from the network.
+//
+// The fields after IPXEScriptURL are those of the Tinkerbell DHCP server's
+// hardware model (smee's Netboot type, and its ISO boot source), under its
+// names; they are optional on the wire and left out of the canonical form
+// when unset.
 type Netboot struct {
 	// AllowNetboot says whether the client may netboot. When false, the DHCP
 	// server sends no boot file name or next-server.
 	AllowNetboot bool
 
 	// IPXEScriptURL is the iPXE script a booting client fetches (DHCP
-	// option 67 once iPXE runs). Nil means the DHCP server's default. It
-	// must be an absolute http, https or tftp URL.
-	IPXEScriptURL *url.URL
+	// option 67 once iPXE runs), sent verbatim. Empty means the DHCP
+	// server's default. It must be an absolute http, https or tftp URL.
+	IPXEScriptURL URL
+
+	// IPXEScript is the text of an iPXE script, for services that serve
+	// the script themselves. It is not sent in DHCP.
+	IPXEScript string
+
+	// IPXEBinary overrides the iPXE binary the DHCP server picks from the
+	// client's architecture, such as "snp-arm64.efi": a file name without
+	// a slash, at most 100 bytes. Empty means the server's choice.
+	IPXEBinary string
+
+	// Console is the kernel console of the installation environment,
+	// such as "ttyS1,115200". It is not sent in DHCP.
+	Console string
+
+	// Facility is the facility (site) code of the machine, passed to the
+	// installation environment. It is not sent in DHCP.
+	Facility string
+
+	// OSIE is the operating system installation environment the machine
+	// boots (wire key "OSIE"). It is not sent in DHCP.
+	OSIE OSIE
+
+	// Isoboot is where the machine's boot ISO comes from (wire key
+	// "Isoboot"). It is not sent in DHCP.
+	Isoboot Isoboot
+}
+
+// OSIE locates the kernel and initrd of the operating system installation
+// environment (Tinkerbell's HookOS) a machine boots. The zero value means
+// the netboot service's defaults.
+type OSIE struct {
+	// BaseURL is where Kernel and Initrd are found: an absolute http,
+	// https or tftp URL, carried verbatim.
+	BaseURL URL
+
+	// Kernel is the kernel's file name under BaseURL.
+	Kernel string
+
+	// Initrd is the initrd's file name under BaseURL.
+	Initrd string
+
+	// KernelParams are extra kernel parameters, after the service's own.
+	KernelParams []string
+}
+
+// IsZero reports whether no field of o is set.
+func (o *OSIE) IsZero() bool {
+	return o.BaseURL == "" && o.Kernel == "" && o.Initrd == "" && len(o.KernelParams) == 0
+}
+
+// Isoboot is the ISO boot source of a machine.
+type Isoboot struct {
+	// SourceISO is the URL of the ISO image: an absolute http, https or
+	// tftp URL, carried verbatim.
+	SourceISO URL
 }
 
 // Status is the outcome of a lookup on the wire, the "Error" object of a
@@ -200,7 +289,37 @@ func (h *DHCP) Validate() error {
 			return &FieldError{Field: "DomainSearch", Value: excerpt.Short(s), Err: ErrBadName}
 		}
 	}
+	if h.VLANID != "" && !validVLAN(h.VLANID) {
+		return &FieldError{Field: "VLANID", Value: excerpt.Short(h.VLANID), Err: ErrOutOfRange}
+	}
+	if len(h.TFTPServerName) > 255 {
+		return &FieldError{Field: "TFTPServerName", Value: excerpt.Short(h.TFTPServerName), Err: ErrTooLong}
+	}
+	if len(h.BootFileName) > 255 {
+		return &FieldError{Field: "BootFileName", Value: excerpt.Short(h.BootFileName), Err: ErrTooLong}
+	}
+	for _, r := range h.ClasslessStaticRoutes {
+		if err := r.validate(); err != nil {
+			return &FieldError{Field: "ClasslessStaticRoutes", Value: r.String(), Err: err}
+		}
+	}
 	return nil
+}
+
+// validVLAN reports whether s is a VLAN ID in decimal, 1 to 4094, without
+// a sign or leading zeros.
+func validVLAN(s string) bool {
+	if len(s) == 0 || len(s) > 4 || s[0] == '0' {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n <= 4094
 }
 
 // MarshalJSON implements [encoding/json.Marshaler]: the Netboot fields of
@@ -214,13 +333,38 @@ func (n Netboot) MarshalJSON() ([]byte, error) {
 // result with [Netboot.Validate].
 func (n *Netboot) UnmarshalJSON(b []byte) error { return unmarshalObject(b, netbootKeys[:], n) }
 
-// Validate reports a [*FieldError] when IPXEScriptURL is set but is not an
-// absolute http, https or tftp URL with a host.
+// Validate reports a [*FieldError] when a URL field (IPXEScriptURL,
+// OSIE.BaseURL, Isoboot.SourceISO) is set but is not an absolute http,
+// https or tftp URL with a host (see [URL]), or when IPXEBinary is not a
+// file name.
 func (n *Netboot) Validate() error {
-	if u := n.IPXEScriptURL; u != nil && !validScriptURL(u) {
-		return &FieldError{Field: "IPXEScriptURL", Value: excerpt.Short(u.String()), Err: ErrBadURL}
+	for _, f := range [...]struct {
+		name string
+		u    URL
+	}{{"IPXEScriptURL", n.IPXEScriptURL}, {"OSIE.BaseURL", n.OSIE.BaseURL}, {"Isoboot.SourceISO", n.Isoboot.SourceISO}} {
+		if f.u != "" && !validURL(string(f.u)) {
+			return &FieldError{Field: f.name, Value: excerpt.Short(string(f.u)), Err: ErrBadURL}
+		}
+	}
+	if n.IPXEBinary != "" && !validFileName(n.IPXEBinary) {
+		return &FieldError{Field: "IPXEBinary", Value: excerpt.Short(n.IPXEBinary), Err: ErrBadFileName}
 	}
 	return nil
+}
+
+// validFileName reports whether s can be the last segment of a URL path:
+// 1 to 100 printable ASCII bytes, no slash, backslash or space, not "." or
+// "..".
+func validFileName(s string) bool {
+	if s == "" || len(s) > 100 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '/' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func (h *DHCP) appendFields(dst []byte) []byte {
@@ -257,15 +401,48 @@ func (h *DHCP) appendFields(dst []byte) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	// The fields below are optional: left out when unset, so that the
+	// canonical form of a message without them is what it always was.
+	if h.VLANID != "" {
+		dst = append(dst, `,"VLANID":`...)
+		dst = jsonx.AppendString(dst, h.VLANID)
+	}
+	if h.TFTPServerName != "" {
+		dst = append(dst, `,"TFTPServerName":`...)
+		dst = jsonx.AppendString(dst, h.TFTPServerName)
+	}
+	if h.BootFileName != "" {
+		dst = append(dst, `,"BootFileName":`...)
+		dst = jsonx.AppendString(dst, h.BootFileName)
+	}
+	if h.Arch != "" {
+		dst = append(dst, `,"Arch":`...)
+		dst = jsonx.AppendString(dst, h.Arch)
+	}
+	if len(h.ClasslessStaticRoutes) != 0 {
+		dst = append(dst, `,"ClasslessStaticRoutes":`...)
+		dst = appendRoutes(dst, h.ClasslessStaticRoutes)
+	}
+	if h.Disabled {
+		dst = append(dst, `,"Disabled":true`...)
+	}
 	return dst
 }
 
 var dhcpKeys = [...]string{
 	"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
 	"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
+	"VLANID", "TFTPServerName", "BootFileName", "Arch", "ClasslessStaticRoutes", "Disabled",
 }
 
-var netbootKeys = [...]string{"AllowNetboot", "IPXEScriptURL"}
+var netbootKeys = [...]string{
+	"AllowNetboot", "IPXEScriptURL",
+	"IPXEScript", "IPXEBinary", "Console", "Facility", "OSIE", "Isoboot",
+}
+
+var osieKeys = [...]string{"BaseURL", "Kernel", "Initrd", "KernelParams"}
+
+var isobootKeys = [...]string{"SourceISO"}
 
 var errorKeys = [...]string{"Code", "Message"}
 
@@ -273,7 +450,10 @@ var messageKeys = [...]string{
 	"DHCP", "Netboot", "Error",
 	"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
 	"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch",
-	"AllowNetboot", "IPXEScriptURL", "Code", "Message",
+	"VLANID", "TFTPServerName", "BootFileName", "Arch", "ClasslessStaticRoutes", "Disabled",
+	"AllowNetboot", "IPXEScriptURL",
+	"IPXEScript", "IPXEBinary", "Console", "Facility", "OSIE", "Isoboot",
+	"Code", "Message",
 }
 
 // decodeField decodes the value of the canonical key k into h, or skips the
@@ -305,6 +485,18 @@ func (h *DHCP) decodeField(d *jsonx.Decoder, k string) error {
 		h.LeaseTime = uint32(n)
 	case "DomainSearch":
 		h.DomainSearch, err = decodeStrings(d, k)
+	case "VLANID":
+		h.VLANID, err = decodeVLAN(d, k)
+	case "TFTPServerName":
+		h.TFTPServerName, err = decodeString(d, k)
+	case "BootFileName":
+		h.BootFileName, err = decodeString(d, k)
+	case "Arch":
+		h.Arch, err = decodeString(d, k)
+	case "ClasslessStaticRoutes":
+		h.ClasslessStaticRoutes, err = decodeRoutes(d, k)
+	case "Disabled":
+		h.Disabled, err = decodeBool(d, k)
 	default:
 		err = d.Skip()
 	}
@@ -319,10 +511,65 @@ func (n *Netboot) appendFields(dst []byte) []byte {
 		dst = append(dst, "false"...)
 	}
 	dst = append(dst, `,"IPXEScriptURL":`...)
-	if n.IPXEScriptURL == nil {
-		return append(dst, "null"...)
+	if n.IPXEScriptURL == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = jsonx.AppendString(dst, string(n.IPXEScriptURL))
 	}
-	return jsonx.AppendString(dst, n.IPXEScriptURL.String())
+	// Optional, as the DHCP fields after DomainSearch.
+	for _, f := range [...]struct{ key, val string }{
+		{`,"IPXEScript":`, n.IPXEScript}, {`,"IPXEBinary":`, n.IPXEBinary},
+		{`,"Console":`, n.Console}, {`,"Facility":`, n.Facility},
+	} {
+		if f.val != "" {
+			dst = append(dst, f.key...)
+			dst = jsonx.AppendString(dst, f.val)
+		}
+	}
+	if !n.OSIE.IsZero() {
+		dst = append(dst, `,"OSIE":`...)
+		dst = n.OSIE.appendJSON(dst)
+	}
+	if n.Isoboot.SourceISO != "" {
+		dst = append(dst, `,"Isoboot":{"SourceISO":`...)
+		dst = jsonx.AppendString(dst, string(n.Isoboot.SourceISO))
+		dst = append(dst, '}')
+	}
+	return dst
+}
+
+// appendJSON appends the JSON object of o, with only the fields that are
+// set.
+func (o *OSIE) appendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	sep := false
+	for _, f := range [...]struct{ key, val string }{
+		{`"BaseURL":`, string(o.BaseURL)}, {`"Kernel":`, o.Kernel}, {`"Initrd":`, o.Initrd},
+	} {
+		if f.val == "" {
+			continue
+		}
+		if sep {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, f.key...)
+		dst = jsonx.AppendString(dst, f.val)
+		sep = true
+	}
+	if len(o.KernelParams) != 0 {
+		if sep {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"KernelParams":[`...)
+		for i, p := range o.KernelParams {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = jsonx.AppendString(dst, p)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
 }
 
 func (n *Netboot) decodeField(d *jsonx.Decoder, k string) error {
@@ -332,6 +579,54 @@ func (n *Netboot) decodeField(d *jsonx.Decoder, k string) error {
 		n.AllowNetboot, err = decodeBool(d, k)
 	case "IPXEScriptURL":
 		n.IPXEScriptURL, err = decodeURL(d, k)
+	case "IPXEScript":
+		n.IPXEScript, err = decodeString(d, k)
+	case "IPXEBinary":
+		n.IPXEBinary, err = decodeString(d, k)
+	case "Console":
+		n.Console, err = decodeString(d, k)
+	case "Facility":
+		n.Facility, err = decodeString(d, k)
+	case "OSIE":
+		n.OSIE = OSIE{}
+		if !d.TryNull() {
+			if d.Peek() != jsonx.Object {
+				return wrongType(d, k)
+			}
+			err = d.Object(func(key string) error { return n.OSIE.decodeField(d, canonical(key, osieKeys[:])) })
+		}
+	case "Isoboot":
+		n.Isoboot = Isoboot{}
+		if !d.TryNull() {
+			if d.Peek() != jsonx.Object {
+				return wrongType(d, k)
+			}
+			err = d.Object(func(key string) error {
+				if canonical(key, isobootKeys[:]) != "SourceISO" {
+					return d.Skip()
+				}
+				var err error
+				n.Isoboot.SourceISO, err = decodeURL(d, "Isoboot.SourceISO")
+				return err
+			})
+		}
+	default:
+		err = d.Skip()
+	}
+	return err
+}
+
+func (o *OSIE) decodeField(d *jsonx.Decoder, k string) error {
+	var err error
+	switch k {
+	case "BaseURL":
+		o.BaseURL, err = decodeURL(d, "OSIE.BaseURL")
+	case "Kernel":
+		o.Kernel, err = decodeString(d, "OSIE.Kernel")
+	case "Initrd":
+		o.Initrd, err = decodeString(d, "OSIE.Initrd")
+	case "KernelParams":
+		o.KernelParams, err = decodeStrings(d, "OSIE.KernelParams")
 	default:
 		err = d.Skip()
 	}

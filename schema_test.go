@@ -120,7 +120,7 @@ func TestDecodedValues(t *testing.T) {
 	naive.DomainName, naive.BroadcastAddress, naive.NTPServers, naive.DomainSearch = "", netip.Addr{}, nil, nil
 	naive.NameServers = []netip.Addr{addr("198.18.0.2")}
 	naive.LeaseTime = 3600
-	naive.IPXEScriptURL = mustURL("http://198.18.0.1:8080/auto.ipxe?mac=52:54:00:66:ea:9a")
+	naive.IPXEScriptURL = "http://198.18.0.1:8080/auto.ipxe?mac=52:54:00:66:ea:9a"
 
 	tests := []struct {
 		file string
@@ -146,6 +146,32 @@ func TestDecodedValues(t *testing.T) {
 		// encoding/json ignores: Code and Message come flat.
 		{"seed_structs_flat_error.json", backend.Message{Error: backend.Status{Code: 404, Message: "not found"}}},
 		{"error_500_escaped.json", backend.Message{Error: backend.Status{Code: 500, Message: "db said: \"boom\"\n\tat line 1"}}},
+		{"smee_full.json", smeeMessage()},
+		{"smee_nested_naive.json", backend.Message{
+			DHCP: backend.DHCP{
+				MACAddress: mustMAC("52:54:00:66:ea:9a"), IPAddress: addr("198.18.0.10"), VLANID: "42",
+				ClasslessStaticRoutes: []backend.Route{{Destination: netip.MustParsePrefix("10.0.0.0/8"), Router: addr("198.18.0.1")}},
+			},
+			Netboot: backend.Netboot{
+				AllowNetboot: true, IPXEScriptURL: "http://198.18.0.1/auto.ipxe",
+				OSIE: backend.OSIE{BaseURL: "https://198.18.0.1/hook"},
+			},
+		}},
+		// URLs are kept byte for byte: iPXE settings, escapes, fragment.
+		{"ipxe_settings_url.json", backend.Message{
+			DHCP: backend.DHCP{IPAddress: addr("198.18.0.10")},
+			Netboot: backend.Netboot{
+				AllowNetboot:  true,
+				IPXEScriptURL: "http://${next-server}:7080/${mac:hexhyp}.ipxe?uuid=${uuid}&x=%41#${hostname}",
+			},
+		}},
+		{"ip_answer.json", backend.Message{
+			DHCP: backend.DHCP{
+				MACAddress: mustMAC("52:54:00:66:ea:9a"), IPAddress: addr("198.18.0.10"), SubnetMask: backend.MaskFrom(24),
+				Hostname: "node-1", Arch: "x86_64",
+			},
+			Netboot: backend.Netboot{AllowNetboot: true, Facility: "lab1"},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -174,6 +200,8 @@ func TestDecodedRequests(t *testing.T) {
 		{"old_key.json", backend.DHCPRequest{MACAddress: mac}},
 		{"base64_mac.json", backend.DHCPRequest{MACAddress: mac}},
 		{"extra_fields.json", backend.DHCPRequest{MACAddress: mac}},
+		{"ip.json", backend.DHCPRequest{IPAddress: addr("198.18.0.10"), Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+		{"ip_mapped_lowercase.json", backend.DHCPRequest{IPAddress: addr("198.18.0.10")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -185,7 +213,7 @@ func TestDecodedRequests(t *testing.T) {
 			if err := json.Unmarshal(raw, &got); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpOpts); diff != "" {
 				t.Errorf("decoded request mismatch (-want +got):\n%s", diff)
 			}
 		})
@@ -225,7 +253,7 @@ func TestNaiveGoEncoderInterop(t *testing.T) {
 				MACAddress: in.MACAddress, IPAddress: addr("198.18.0.10"), SubnetMask: backend.MaskFrom(24),
 				DefaultGateway: addr("198.18.0.1"), NameServers: []netip.Addr{addr("198.18.0.2")}, LeaseTime: 60,
 			},
-			Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: in.IPXEScriptURL},
+			Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: backend.URLFrom(in.IPXEScriptURL)},
 		}
 		if diff := cmp.Diff(want, got, cmpOpts); diff != "" {
 			t.Errorf("mask %v: (-want +got):\n%s", mask, diff)
@@ -264,5 +292,47 @@ func TestEncodingJSON(t *testing.T) {
 	var fe *backend.FieldError
 	if !errors.As(err, &fe) || fe.Field != "IPAddress" || !errors.Is(err, backend.ErrNotIPv4) {
 		t.Errorf("error = %v, want a FieldError for IPAddress", err)
+	}
+}
+
+// smeeMessage is the value of testdata/response/smee_full.json: every field
+// of the Tinkerbell hardware model that the seed's schema lacks.
+func smeeMessage() backend.Message {
+	return backend.Message{
+		DHCP: backend.DHCP{
+			MACAddress:     mustMAC("52:54:00:66:ea:9a"),
+			IPAddress:      addr("198.18.0.10"),
+			SubnetMask:     backend.MaskFrom(24),
+			DefaultGateway: addr("198.18.0.1"),
+			NameServers:    []netip.Addr{addr("198.18.0.2")},
+			Hostname:       "node-1",
+			DomainName:     "example.test",
+			LeaseTime:      86400,
+			VLANID:         "42",
+			TFTPServerName: "198.18.0.5",
+			BootFileName:   "pxelinux.0",
+			Arch:           "aarch64",
+			ClasslessStaticRoutes: []backend.Route{
+				{Destination: netip.MustParsePrefix("10.0.0.0/8"), Router: addr("198.18.0.1")},
+				{Destination: netip.MustParsePrefix("172.16.0.0/12"), Router: addr("198.18.0.20")},
+				{Destination: netip.MustParsePrefix("0.0.0.0/0"), Router: addr("198.18.0.1")},
+			},
+			Disabled: true,
+		},
+		Netboot: backend.Netboot{
+			AllowNetboot:  true,
+			IPXEScriptURL: "http://198.18.0.1:7080/ipxe/script/${mac:hexhyp}/auto.ipxe",
+			IPXEScript:    "#!ipxe\nchain --autofree http://198.18.0.1/boot.ipxe?mac=${net0/mac}\n",
+			IPXEBinary:    "snp-arm64.efi",
+			Console:       "ttyAMA0,115200",
+			Facility:      "lab1",
+			OSIE: backend.OSIE{
+				BaseURL:      "http://198.18.0.1:7080/hook/${buildarch}",
+				Kernel:       "vmlinuz-arm64",
+				Initrd:       "initramfs-arm64",
+				KernelParams: []string{"console=ttyAMA0", "tink_worker_image=quay.io/tinkerbell/tink-agent"},
+			},
+			Isoboot: backend.Isoboot{SourceISO: "https://198.18.0.1/hook-arm64.iso"},
+		},
 	}
 }

@@ -37,7 +37,7 @@ var (
 	macNone   = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0xee}
 	macError  = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0xef}
 	macSlow   = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0xf0}
-	scriptURL = mustURL("http://198.18.0.1/auto.ipxe")
+	scriptURL = backend.URL("http://198.18.0.1/auto.ipxe")
 )
 
 func mustURL(s string) *url.URL {

@@ -107,9 +107,7 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	var file string
 	switch {
 	case custom:
-		if u := f.netboot.IPXEScriptURL; u != nil {
-			file = u.String()
-		}
+		file = string(f.netboot.IPXEScriptURL) // verbatim: iPXE expands ${...}
 		if file == "" {
 			file = s.cfg.defaultPXE
 		}

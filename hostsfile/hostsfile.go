@@ -323,11 +323,9 @@ func (b *Backend) Lookup(_ context.Context, req backend.DHCPRequest) (backend.DH
 	d.NameServers = slices.Clone(d.NameServers)
 	d.NTPServers = slices.Clone(d.NTPServers)
 	d.DomainSearch = slices.Clone(d.DomainSearch)
+	d.ClasslessStaticRoutes = slices.Clone(d.ClasslessStaticRoutes)
 	n := m.Netboot
-	if n.IPXEScriptURL != nil {
-		u := *n.IPXEScriptURL
-		n.IPXEScriptURL = &u
-	}
+	n.OSIE.KernelParams = slices.Clone(n.OSIE.KernelParams)
 	return d, n, nil
 }
 

@@ -327,7 +327,7 @@ func TestConformance(t *testing.T) {
 	}
 	mac1, _ := net.ParseMAC("52:54:00:66:ea:9a")
 	mac2, _ := net.ParseMAC("52:54:00:66:ea:9b")
-	script, _ := url.Parse("http://198.18.0.1:8080/auto.ipxe")
+	script := backend.URL("http://198.18.0.1:8080/auto.ipxe")
 	backendtest.Run(t, h,
 		backendtest.Reservation{
 			DHCP: backend.DHCP{MACAddress: mac1, IPAddress: netip.MustParseAddr("198.18.0.10"), SubnetMask: backend.MaskFrom(24),

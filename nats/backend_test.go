@@ -216,7 +216,7 @@ func checkRequest(t *testing.T, m *nats.Msg, wantTP string) string {
 	if err := e.DataAs(&req); err != nil {
 		t.Fatalf("DataAs(DHCPRequest): %v", err)
 	}
-	if diff := cmp.Diff(backend.DHCPRequest{MACAddress: testMAC, Traceparent: wantTP}, req); diff != "" {
+	if diff := cmp.Diff(backend.DHCPRequest{MACAddress: testMAC, Traceparent: wantTP}, req, cmpOpts); diff != "" {
 		t.Errorf("request data (-want +got):\n%s", diff)
 	}
 	// The data must be readable without our decoder, too.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -44,10 +43,7 @@ type result struct {
 
 // fullMessage is a response with every field set.
 func fullMessage(mac net.HardwareAddr) backend.Message {
-	u, err := url.Parse("http://198.18.0.1/auto.ipxe")
-	if err != nil {
-		panic(err)
-	}
+	u := backend.URL("http://198.18.0.1/auto.ipxe")
 	return backend.Message{
 		DHCP: backend.DHCP{
 			MACAddress:       mac,

@@ -147,7 +147,7 @@ func naiveSeedMessage(m backend.Message) seedMessage {
 			LeaseTime:        m.LeaseTime,
 			DomainSearch:     m.DomainSearch,
 		},
-		seedNetboot: seedNetboot{AllowNetboot: m.AllowNetboot, IPXEScriptURL: m.IPXEScriptURL},
+		seedNetboot: seedNetboot{AllowNetboot: m.AllowNetboot, IPXEScriptURL: mustParseURL(m.IPXEScriptURL.String())},
 		Error:       seedError{Code: m.Error.Code, Message: m.Error.Message},
 	}
 }
@@ -524,4 +524,16 @@ func TestLookupReplies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustParseURL parses s as the seed's *url.URL; "" is nil.
+func mustParseURL(s string) *url.URL {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
 }

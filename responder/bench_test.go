@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"net/url"
 	"runtime"
 	"syscall"
 	"testing"
@@ -36,7 +35,7 @@ func BenchmarkLookup(b *testing.B) {
 	snc := natstest.Connect(b, ns) // the responder's side
 
 	mac := mustMAC(b, "52:54:00:66:ea:9a")
-	script, _ := url.Parse("http://198.18.0.1/auto.ipxe")
+	script := backend.URL("http://198.18.0.1/auto.ipxe")
 	answer := backend.Message{
 		DHCP: backend.DHCP{
 			MACAddress:       mac,

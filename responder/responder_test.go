@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +33,7 @@ func (tb table) Lookup(_ context.Context, req backend.DHCPRequest) (backend.DHCP
 	if !ok {
 		return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("lookup %s: %w", req.MACAddress, backend.ErrNotFound)
 	}
-	u, _ := url.Parse("http://198.18.0.1/" + d.Hostname + ".ipxe")
+	u := backend.URL("http://198.18.0.1/" + d.Hostname + ".ipxe")
 	return d, backend.Netboot{AllowNetboot: true, IPXEScriptURL: u}, nil
 }
 
@@ -71,7 +70,7 @@ func TestLookup(t *testing.T) {
 				t.Errorf("DHCP (-want +got):\n%s", diff)
 			}
 			wantNB := "http://198.18.0.1/" + want.Hostname + ".ipxe"
-			if !nb.AllowNetboot || nb.IPXEScriptURL == nil || nb.IPXEScriptURL.String() != wantNB {
+			if !nb.AllowNetboot || nb.IPXEScriptURL.String() != wantNB {
 				t.Errorf("Netboot = %+v, want AllowNetboot and script %s", nb, wantNB)
 			}
 		})

@@ -15,10 +15,10 @@ import (
 	"github.com/tinkerbell/backend"
 )
 
-// CmpOpts compares schema values: netip.Addr and backend.Mask with ==,
+// CmpOpts compares schema values: netip.Addr, netip.Prefix and backend.Mask with ==,
 // URLs by their text.
 var CmpOpts = cmp.Options{
-	cmpopts.EquateComparable(netip.Addr{}, backend.Mask{}),
+	cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}, backend.Mask{}),
 	cmp.Comparer(func(a, b *url.URL) bool {
 		if a == nil || b == nil {
 			return a == b
@@ -62,7 +62,7 @@ func FullMessage() backend.Message {
 			LeaseTime:        86400,
 			DomainSearch:     []string{"example.test", "lab.example.test"},
 		},
-		Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: MustURL("http://198.18.0.1:8080/auto.ipxe")},
+		Netboot: backend.Netboot{AllowNetboot: true, IPXEScriptURL: "http://198.18.0.1:8080/auto.ipxe"},
 	}
 }
 

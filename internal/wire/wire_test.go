@@ -156,7 +156,7 @@ func TestSDKAcceptsOurEvents(t *testing.T) {
 				if err := e.DataAs(&got); err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff(req, got); diff != "" {
+				if diff := cmp.Diff(req, got, cmpOpts); diff != "" {
 					t.Errorf("data (-want +got):\n%s", diff)
 				}
 			}},
