@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -28,7 +27,7 @@ var (
 )
 
 func reservations() []backendtest.Reservation {
-	u, _ := url.Parse("http://198.18.0.1:8080/auto.ipxe?mac=${net0/mac}")
+	u := backend.URL("http://198.18.0.1:8080/auto.ipxe?mac=${net0/mac}")
 	return []backendtest.Reservation{
 		{
 			DHCP: backend.DHCP{
@@ -71,10 +70,6 @@ func (t *table) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.DH
 	d.NameServers = slices.Clone(d.NameServers)
 	d.NTPServers = slices.Clone(d.NTPServers)
 	d.DomainSearch = slices.Clone(d.DomainSearch)
-	if n.IPXEScriptURL != nil {
-		u := *n.IPXEScriptURL
-		n.IPXEScriptURL = &u
-	}
 	return d, n, nil
 }
 
