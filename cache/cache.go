@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -293,24 +292,13 @@ func cloneDHCP(d backend.DHCP) backend.DHCP {
 	d.NameServers = slices.Clone(d.NameServers)
 	d.NTPServers = slices.Clone(d.NTPServers)
 	d.DomainSearch = slices.Clone(d.DomainSearch)
+	d.ClasslessStaticRoutes = slices.Clone(d.ClasslessStaticRoutes)
 	return d
 }
 
-// cloneNetboot returns n with its own copy of the URL.
+// cloneNetboot returns n with its own copy of the slices it holds (URLs
+// are strings).
 func cloneNetboot(n backend.Netboot) backend.Netboot {
-	if n.IPXEScriptURL != nil {
-		u := *n.IPXEScriptURL
-		if u.User != nil {
-			u.User = cloneUserinfo(u.User)
-		}
-		n.IPXEScriptURL = &u
-	}
+	n.OSIE.KernelParams = slices.Clone(n.OSIE.KernelParams)
 	return n
-}
-
-func cloneUserinfo(u *url.Userinfo) *url.Userinfo {
-	if p, ok := u.Password(); ok {
-		return url.UserPassword(u.Username(), p)
-	}
-	return url.User(u.Username())
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -26,14 +25,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func mac(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)} }
 
 func answer(i int) (backend.DHCP, backend.Netboot) {
-	u, _ := url.Parse(fmt.Sprintf("http://198.18.0.1:8080/%d.ipxe", i))
+	u := backend.URL(fmt.Sprintf("http://198.18.0.1:8080/%d.ipxe", i))
 	return backend.DHCP{
 		MACAddress:  mac(i),
 		IPAddress:   netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}),
 		SubnetMask:  backend.MaskFrom(24),
 		NameServers: []netip.Addr{netip.MustParseAddr("198.18.0.2")},
 		Hostname:    fmt.Sprintf("node-%d", i),
-	}, backend.Netboot{AllowNetboot: true, IPXEScriptURL: u}
+	}, backend.Netboot{AllowNetboot: true, IPXEScriptURL: u, OSIE: backend.OSIE{KernelParams: []string{"console=ttyS0"}}}
 }
 
 // fake is a backend whose answer for each lookup the test sets: known MACs
@@ -400,7 +399,7 @@ func TestOwnership(t *testing.T) {
 	d, n, _ := lookup(t, c, 1)
 	d.NameServers[0] = netip.MustParseAddr("203.0.113.1")
 	d.MACAddress[0] = 0xff
-	n.IPXEScriptURL.Host = "evil.example"
+	n.OSIE.KernelParams[0] = "evil"
 	down.Store(true)
 	got, gotN, err := lookup(t, c, 1)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ func (r reservations) Lookup(_ context.Context, req backend.DHCPRequest) (backen
 	if !ok {
 		return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
 	}
-	script, _ := url.Parse("http://198.18.0.1:8080/" + d.Hostname + ".ipxe")
+	script := backend.URL("http://198.18.0.1:8080/" + d.Hostname + ".ipxe")
 	return d, backend.Netboot{AllowNetboot: true, IPXEScriptURL: script}, nil
 }
 
