@@ -118,7 +118,7 @@ func TestSignedRogue(t *testing.T) {
 	real := newSigner(t)
 	rogue := natstest.Connect(t, env.srv)
 	forged := fullMessage(testMAC)
-	forged.IPXEScriptURL.Host = "203.0.113.66"
+	forged.IPXEScriptURL = "http://203.0.113.66/auto.ipxe"
 	var forgedN atomicCounter
 	queueRespond(t, rogue, backend.DefaultSubject, func(*nats.Msg) *nats.Msg {
 		forgedN.add()
