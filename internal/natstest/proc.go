@@ -196,7 +196,61 @@ func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
 // Freeze stops the process with SIGSTOP: its sockets stay open and nothing
 // moves, as when a server hangs.
-func (p *Proc) Freeze() { p.signal(syscall.SIGSTOP) }
+//
+// It returns once every thread of the process has stopped (SIGSTOP is
+// delivered asynchronously: without the wait, the server could still answer
+// a message sent right after Freeze).
+func (p *Proc) Freeze() {
+	p.tb.Helper()
+	p.signal(syscall.SIGSTOP)
+	if err := WaitStopped(p.cmd.Process.Pid, 10*time.Second); err != nil {
+		p.tb.Fatalf("natstest: freeze nats-server %s: %v", p.Opts.Name, err)
+	}
+}
+
+// WaitStopped waits until every thread of process pid is in the stopped
+// state ("T" in /proc/<pid>/task/<tid>/stat), as after SIGSTOP, or until
+// timeout.
+func WaitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		stopped, err := allStopped(pid)
+		if err != nil {
+			return err
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped after %v", pid, timeout)
+		}
+		time.Sleep(time.Millisecond) // polling /proc; there is no event to wait on
+	}
+}
+
+func allStopped(pid int) (bool, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/stat")
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name in parentheses, which may
+		// itself contain ") ".
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, fmt.Errorf("unexpected %s/%s/stat", dir, t.Name())
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
 
 // Thaw continues a frozen process with SIGCONT.
 func (p *Proc) Thaw() { p.signal(syscall.SIGCONT) }
