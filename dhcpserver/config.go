@@ -181,6 +181,13 @@ type Config struct {
 	// as the request's Traceparent and in option 43 sub-option 69.
 	TracerProvider trace.TracerProvider
 
+	// OnDecision, when set, is called with every decision the server makes
+	// about a client (see [Decision]): synchronously, on the goroutine
+	// handling the packet, before the reply is sent. It must not block
+	// (hand the Decision to a buffered channel, and drop when it is full)
+	// and is called concurrently. Nil costs nothing.
+	OnDecision func(Decision)
+
 	// Logger receives debug logs for dropped packets and errors for failed
 	// lookups. Nil discards them.
 	Logger *slog.Logger

@@ -90,6 +90,23 @@
 // they outlast it) or [Server.Close] (which stops now), then returns
 // [ErrServerClosed].
 //
+// # Observing
+//
+// [Server.Stats] returns every counter a metrics collector needs: packets
+// received and replies sent by message type, drops by [DropReason] (all
+// listed by [DropReasons]), lookups, coalesced and reused requests, the
+// lookups in flight and the requests waiting for them, and a lookup
+// latency histogram. [Config].OnDecision receives a [Decision] for every
+// offer, ack, nak, inform, release, decline, not-found and backend error,
+// synchronously: it must not block. Both cost nothing beyond atomic adds
+// when nobody looks.
+//
+// With [Config].TracerProvider set, each lookup runs in a client-kind
+// span "dhcp.lookup". When an iPXE client sends back the binary
+// traceparent it was given (option 43 sub-option 69), the lookup
+// continues that trace, so the chain of boots of one machine is one
+// trace.
+//
 // # Testing without root
 //
 // [Server.Handle] answers one parsed request without any socket, and

@@ -63,6 +63,7 @@ type scratch struct {
 	ciaddr         [4]byte
 	flags          uint16
 	file           string
+	reused         bool // the answer came from an earlier lookup (Stats.Reused)
 }
 
 type opt struct {
@@ -98,6 +99,7 @@ func (sc *scratch) reset() {
 	sc.yiaddr, sc.siaddr, sc.ciaddr = [4]byte{}, [4]byte{}, [4]byte{}
 	sc.flags = 0
 	sc.file = ""
+	sc.reused = false
 }
 
 // add appends an option whose value is val.

@@ -70,6 +70,7 @@ type result struct {
 	dst     Destination
 	typ     dhcpv4.MessageType
 	drop    DropReason
+	f       *flight // the answer the decision was made on, if any
 }
 
 func silent(r DropReason) result { return result{drop: r} }
@@ -85,6 +86,9 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 	r := s.dispatch(ctx, sc, req, typ)
 	if r.payload != nil {
 		s.clients.replied([6]byte(req.ClientHWAddr), time.Now())
+	}
+	if s.cfg.OnDecision != nil {
+		s.decide(sc, req, typ, r)
 	}
 	return r
 }
@@ -128,9 +132,9 @@ func classify(req *dhcpv4.DHCPv4) (dhcpv4.MessageType, DropReason) {
 
 // handleDiscover answers DISCOVER with an OFFER of the reservation.
 func (s *Server) handleDiscover(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
-	f, drop := s.reservation(ctx, req, true, true)
+	f, drop := s.reservation(ctx, sc, req, true, true)
 	if drop != "" {
-		return silent(drop)
+		return result{drop: drop, f: f}
 	}
 	return s.lease(sc, req, dhcpv4.MessageTypeOffer, f)
 }
@@ -167,9 +171,9 @@ func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHC
 	if drop != "" {
 		return silent(drop)
 	}
-	f, drop := s.reservation(ctx, req, true, state == selecting)
+	f, drop := s.reservation(ctx, sc, req, true, state == selecting)
 	if drop != "" {
-		return silent(drop)
+		return result{drop: drop, f: f}
 	}
 	ip := f.dhcp.IPAddress.Unmap()
 	wrong := false
@@ -181,7 +185,9 @@ func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHC
 		wrong = addr4(req.ClientIPAddr) != ip
 	}
 	if wrong {
-		return s.nak(sc, req)
+		r := s.nak(sc, req)
+		r.f = f
+		return r
 	}
 	return s.lease(sc, req, dhcpv4.MessageTypeAck, f)
 }
@@ -189,14 +195,16 @@ func (s *Server) handleRequest(ctx context.Context, sc *scratch, req *dhcpv4.DHC
 // handleInform answers INFORM with an ACK that carries the configuration
 // but no address and no lease (RFC 2131 §4.3.5).
 func (s *Server) handleInform(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) result {
-	f, drop := s.reservation(ctx, req, false, false)
+	f, drop := s.reservation(ctx, sc, req, false, false)
 	if drop != "" {
-		return silent(drop)
+		return result{drop: drop, f: f}
 	}
 	s.header(sc, req, dhcpv4.MessageTypeAck)
 	sc.ciaddr = ip4As4(req.ClientIPAddr)
 	s.configuration(sc, req, &f.dhcp)
-	return s.finish(sc, req, dhcpv4.MessageTypeAck, s.destination(req, dhcpv4.MessageTypeAck, netip.Addr{}))
+	r := s.finish(sc, req, dhcpv4.MessageTypeAck, s.destination(req, dhcpv4.MessageTypeAck, netip.Addr{}))
+	r.f = f
+	return r
 }
 
 // handleRelease logs a RELEASE: reservations outlive releases, so there is
@@ -239,34 +247,35 @@ func (s *Server) ours(sid []byte) bool {
 // gives the client an address). A transaction request (DISCOVER, REQUEST
 // in SELECTING) may reuse the answer of the lookup its DISCOVER caused;
 // see Config.AnswerReuse and the other admission knobs.
-func (s *Server) reservation(ctx context.Context, req *dhcpv4.DHCPv4, needIP, transaction bool) (*flight, DropReason) {
+func (s *Server) reservation(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4, needIP, transaction bool) (*flight, DropReason) {
 	mac := [6]byte(req.ClientHWAddr)
 	now := time.Now()
 	f, known := s.clients.cached(mac, now, transaction, &s.cfg.Config)
 	switch {
 	case f != nil:
 		s.stats.reused.Add(1)
+		sc.reused = true
 		if f.err != nil && !errors.Is(f.err, backend.ErrNotFound) {
-			return nil, DropMACLimited
+			return f, DropMACLimited
 		}
 	case !known && s.unknown != nil && !s.unknown.Allow():
 		return nil, DropUnknownLimited
 	default:
-		f = s.lookup(ctx, req.ClientHWAddr)
+		f = s.lookup(clientTrace(ctx, req), req.ClientHWAddr)
 	}
 	if f.err != nil {
 		if errors.Is(f.err, backend.ErrNotFound) {
-			return nil, DropNotFound
+			return f, DropNotFound
 		}
 		if errors.Is(f.err, errGaveUp) {
-			return nil, DropCanceled
+			return f, DropCanceled
 		}
 		s.cfg.logger.Error("dhcp backend lookup failed", "mac", macText(req.ClientHWAddr), "error", f.err)
-		return nil, DropBackend
+		return f, DropBackend
 	}
 	if needIP && !f.dhcp.IPAddress.Unmap().Is4() {
 		s.cfg.logger.Error("dhcp reservation has no IPv4 address", "mac", macText(req.ClientHWAddr))
-		return nil, DropNoAddress
+		return f, DropNoAddress
 	}
 	return f, ""
 }
@@ -316,7 +325,9 @@ func (s *Server) lease(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, 
 	sc.addUint32(59, sc.prio(req, 59), uint32(uint64(lease)*7/8))
 	s.configuration(sc, req, d)
 	s.netboot(sc, req, f)
-	return s.finish(sc, req, typ, s.destination(req, typ, ip))
+	r := s.finish(sc, req, typ, s.destination(req, typ, ip))
+	r.f = f
+	return r
 }
 
 // configuration adds the reservation's network configuration options.

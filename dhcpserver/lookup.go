@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinkerbell/backend"
@@ -23,6 +24,7 @@ type flight struct {
 	err         error
 	traced      bool
 	traceparent [26]byte // version, trace id, span id, flags
+	span        trace.SpanContext
 }
 
 // errGaveUp is the error of a request whose own context ended while it
@@ -78,6 +80,7 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 	req := backend.DHCPRequest{MACAddress: net.HardwareAddr(f.mac[:])}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		f.traced = true
+		f.span = sc
 		tid, sid := sc.TraceID(), sc.SpanID()
 		f.traceparent[0] = 0
 		copy(f.traceparent[1:17], tid[:])
@@ -99,4 +102,40 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 	if s.ctx.Err() == nil {
 		s.clients.store(f.mac, f, time.Now())
 	}
+}
+
+// clientTrace returns ctx with the remote span context that an iPXE
+// client sent in option 43 sub-option 69 (the binary traceparent the
+// server gives it: version 0, trace id, span id, flags), so that the
+// lookup continues the client's trace; ctx itself when there is none or
+// ctx already has a span context.
+func clientTrace(ctx context.Context, req *dhcpv4.DHCPv4) context.Context {
+	v := get(req, dhcpv4.OptionVendorSpecificInformation)
+	if v == nil || trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	for len(v) >= 2 && v[0] != 255 {
+		if v[0] == 0 { // pad
+			v = v[1:]
+			continue
+		}
+		code, n := v[0], int(v[1])
+		if 2+n > len(v) {
+			return ctx
+		}
+		if val := v[2 : 2+n]; code == subTraceparent && n == 26 && val[0] == 0 {
+			sc := trace.NewSpanContext(trace.SpanContextConfig{
+				TraceID:    trace.TraceID(val[1:17]),
+				SpanID:     trace.SpanID(val[17:25]),
+				TraceFlags: trace.TraceFlags(val[25]),
+				Remote:     true,
+			})
+			if sc.IsValid() {
+				return trace.ContextWithRemoteSpanContext(ctx, sc)
+			}
+			return ctx
+		}
+		v = v[2+n:]
+	}
+	return ctx
 }

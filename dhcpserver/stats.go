@@ -39,6 +39,10 @@ var dropReasons = [...]DropReason{
 	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited,
 }
 
+// DropReasons returns every [DropReason], for metrics that want to
+// report zero counts too.
+func DropReasons() []DropReason { return append([]DropReason(nil), dropReasons[:]...) }
+
 func dropIndex(r DropReason) int {
 	for i, x := range dropReasons {
 		if x == r {
@@ -55,8 +59,10 @@ var latencyBounds = [...]time.Duration{
 	time.Second, 2 * time.Second,
 }
 
-// Stats is a snapshot of a server's counters, from [Server.Stats]. The maps
-// hold only non-zero counts.
+// Stats is a snapshot of a server's counters, from [Server.Stats]: all a
+// metrics collector needs (counters, two gauges, a histogram). The maps
+// hold only non-zero counts; [DropReasons] lists every key Dropped can
+// have.
 type Stats struct {
 	// Received counts well-formed requests per DHCP message type.
 	Received map[dhcpv4.MessageType]uint64
@@ -72,6 +78,9 @@ type Stats struct {
 	Reused        uint64 // requests answered from a remembered answer, without a Backend call (Config.AnswerReuse, NegativeTTL, MinLookupInterval)
 	NotFound      uint64 // lookups that found no reservation
 	BackendErrors uint64 // lookups that failed or timed out
+
+	InFlight int64 // Backend calls running now (a gauge)
+	Waiting  int64 // requests waiting for a Backend call now, their own or a shared one (a gauge)
 
 	// LookupLatency is the distribution of Backend call durations.
 	LookupLatency Histogram
@@ -118,6 +127,8 @@ func (c *counters) snapshot() Stats {
 		Reused:        c.reused.Load(),
 		NotFound:      c.notFound.Load(),
 		BackendErrors: c.backendErrors.Load(),
+		InFlight:      c.inflight.Load(),
+		Waiting:       c.waiting.Load(),
 		LookupLatency: Histogram{
 			Bounds: append([]time.Duration(nil), latencyBounds[:]...),
 			Counts: make([]uint64, len(latencyBounds)+1),
