@@ -150,7 +150,9 @@ func TestNeverBlocksOnAStalledConnection(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; ; i++ {
 		done := make(chan bool, 1)
-		go func() { done <- p.Publish(events.Event{Kind: events.KindOffer, MAC: mac, XID: uint32(i), Reason: string(big)}) }()
+		go func() {
+			done <- p.Publish(events.Event{Kind: events.KindOffer, MAC: mac, XID: uint32(i), Reason: string(big)})
+		}()
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):
