@@ -30,6 +30,10 @@
 //
 //	hosts.yaml:4: host 52:54:00:66:ea:9a: backend: field "SubnetMask": ...
 //
+// Lookups by IP address (see [backend.DHCPRequest]) find the host whose
+// IPAddress is asked for; an address that several hosts share is an error
+// rather than one of them.
+//
 // [Backend.Reload] re-reads the file (on SIGHUP, say) and [Backend.Watch]
 // polls its size and modification time; either swaps the whole table at
 // once, and a malformed file keeps the previous table in service.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,8 +33,22 @@ const DefaultReloadInterval = 2 * time.Second
 // hostsTable is one parsed hosts file, keyed by the canonical MAC text.
 type hostsTable struct {
 	hosts   map[string]backend.Message
+	byIP    map[netip.Addr]string // IPAddress → MAC key; "" when several hosts share the address
 	modTime time.Time
 	size    int64
+}
+
+// newTable indexes hosts by IP address too.
+func newTable(hosts map[string]backend.Message) *hostsTable {
+	t := &hostsTable{hosts: hosts, byIP: make(map[netip.Addr]string, len(hosts))}
+	for mac, m := range hosts {
+		if _, dup := t.byIP[m.IPAddress]; dup {
+			t.byIP[m.IPAddress] = ""
+		} else {
+			t.byIP[m.IPAddress] = mac
+		}
+	}
+	return t
 }
 
 // Error reports a problem in a hosts file, with its line. Its text reads
@@ -82,7 +97,9 @@ func loadHosts(path string) (*hostsTable, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hostsTable{hosts: hosts, modTime: st.ModTime(), size: st.Size()}, nil
+	t := newTable(hosts)
+	t.modTime, t.size = st.ModTime(), st.Size()
+	return t, nil
 }
 
 // parseHosts parses a hosts file; the format follows the extension of
@@ -311,10 +328,25 @@ func New(cfg Config) (*Backend, error) {
 }
 
 // Lookup implements [backend.Backend]: the reservation of req.MACAddress,
-// or an error wrapping [backend.ErrNotFound]. The caller owns the returned
-// values (slices are copies).
+// or in a lookup by IP address the host whose IPAddress is req.IPAddress;
+// otherwise an error wrapping [backend.ErrNotFound]. An IP address that
+// several hosts of the file share names no one machine: a lookup by it
+// fails with an error that is not ErrNotFound (a 500 on the wire). The
+// caller owns the returned values (slices are copies).
 func (b *Backend) Lookup(_ context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
-	m, ok := b.cur.Load().hosts[req.MACAddress.String()]
+	t := b.cur.Load()
+	key := req.MACAddress.String()
+	if req.ByIP() {
+		k, ok := t.byIP[req.IPAddress]
+		switch {
+		case !ok:
+			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: %s", backend.ErrNotFound, req.IPAddress)
+		case k == "":
+			return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("hostsfile: %s is the IPAddress of several hosts", req.IPAddress)
+		}
+		key = k
+	}
+	m, ok := t.hosts[key]
 	if !ok {
 		return backend.DHCP{}, backend.Netboot{}, fmt.Errorf("%w: %s", backend.ErrNotFound, req.MACAddress)
 	}

@@ -336,3 +336,47 @@ func TestConformance(t *testing.T) {
 		backendtest.Reservation{DHCP: backend.DHCP{MACAddress: mac2, IPAddress: netip.MustParseAddr("198.18.0.11")}},
 	)
 }
+
+func TestLookupByIP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts.yaml")
+	body := "hosts:\n" +
+		"  \"52:54:00:66:ea:9a\": {IPAddress: 198.18.0.10, Hostname: node-1}\n" +
+		"  \"52:54:00:66:ea:9b\": {IPAddress: 198.18.0.11, Hostname: node-2}\n" +
+		"  \"52:54:00:66:ea:9c\": {IPAddress: 198.18.0.12, Hostname: bond-a}\n" +
+		"  \"52:54:00:66:ea:9d\": {IPAddress: 198.18.0.12, Hostname: bond-b}\n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ip       string
+		wantMAC  string // "" when the lookup fails
+		notFound bool
+	}{
+		{"198.18.0.10", "52:54:00:66:ea:9a", false},
+		{"198.18.0.11", "52:54:00:66:ea:9b", false},
+		{"198.18.0.99", "", true},
+		{"198.18.0.12", "", false}, // shared by two hosts: no one machine
+	}
+	for _, tt := range tests {
+		t.Run(tt.ip, func(t *testing.T) {
+			req := backend.DHCPRequest{IPAddress: netip.MustParseAddr(tt.ip)}
+			d, _, err := h.Lookup(t.Context(), req)
+			if tt.wantMAC == "" {
+				if err == nil || errors.Is(err, backend.ErrNotFound) != tt.notFound {
+					t.Fatalf("Lookup = %v, %v; want an error (not found: %v)", d, err, tt.notFound)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.MACAddress.String() != tt.wantMAC || req.Match(&d) != nil {
+				t.Errorf("Lookup = %s %s, want %s (Match: %v)", d.MACAddress, d.IPAddress, tt.wantMAC, req.Match(&d))
+			}
+		})
+	}
+}
