@@ -5,15 +5,18 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/natstest"
 	"github.com/tinkerbell/backend/internal/testenv"
+	"github.com/tinkerbell/backend/internal/wire"
 	natsbackend "github.com/tinkerbell/backend/nats"
 )
 
@@ -85,5 +88,46 @@ func TestPythonResponder(t *testing.T) {
 	var re *backend.RemoteError
 	if !errors.Is(err, backend.ErrNotFound) || !errors.As(err, &re) || re.Code != 404 {
 		t.Errorf("unknown MAC: error = %v, want a 404 remote error", err)
+	}
+
+	// Lookups by IP address, as raw events, so that the test does not
+	// depend on the requester's own checks.
+	for _, tt := range []struct {
+		name string
+		req  backend.DHCPRequest
+		data string // the request data as sent, when not req's wire form
+		code int
+	}{
+		{name: "by IP", req: backend.DHCPRequest{IPAddress: netip.MustParseAddr("198.18.0.10")}},
+		{name: "unknown IP", req: backend.DHCPRequest{IPAddress: netip.MustParseAddr("198.18.0.99")}, code: 404},
+		{name: "both", data: `{"MACAddress":"52:54:00:66:ea:9a","IPAddress":"198.18.0.10"}`, code: 400},
+		{name: "IPv6", data: `{"IPAddress":"2001:db8::1"}`, code: 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := func(dst []byte) []byte { return tt.req.AppendJSON(dst) }
+			if tt.data != "" {
+				data = func(dst []byte) []byte { return append(dst, tt.data...) }
+			}
+			ev := wire.AppendEvent(nil, &wire.Attrs{Source: "/test", Type: backend.RequestEventType}, &wire.IDs{}, data)
+			msg := nats.NewMsg(backend.DefaultSubject)
+			msg.Header.Set("Content-Type", backend.ContentType)
+			msg.Data = ev
+			rep, err := nc.RequestMsg(msg, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, m, err := wire.DecodeResponse(rep.Data)
+			if err != nil {
+				t.Fatalf("reply %s: %v", rep.Data, err)
+			}
+			if m.Error.Code != tt.code {
+				t.Fatalf("reply code %d (%s), want %d", m.Error.Code, m.Error.Message, tt.code)
+			}
+			if tt.code == 0 {
+				if err := tt.req.Match(&m.DHCP); err != nil || m.MACAddress.String() != mac.String() || m.Hostname != "py-node" {
+					t.Errorf("answer %+v does not match the question: %v", m.DHCP, err)
+				}
+			}
+		})
 	}
 }

@@ -6,11 +6,14 @@ the NATS client protocol over a plain socket.
     python3 responder.py nats://127.0.0.1:4222 hosts.json
 
 hosts.json is {"hosts": {"52:54:00:66:ea:9a": {"IPAddress": "...", ...}}}.
+It answers lookups by MAC address and by IP address (the request data
+carries exactly one of "MACAddress" and "IPAddress").
 It prints "ready" once subscribed. Real responders should use a NATS client
 library (nats-py); this file exists to prove the protocol is simple.
 """
 
 import base64
+import ipaddress
 import datetime
 import json
 import re
@@ -67,6 +70,13 @@ class Conn:
         self.send(f"HPUB {subject} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode() + hdr + payload + b"\r\n")
 
 
+def same_ip(s, ip):
+    try:
+        return isinstance(s, str) and ipaddress.ip_address(s) == ip
+    except ValueError:
+        return False
+
+
 def answer(hosts, payload):
     """Returns the response data and the error code for one request event."""
     try:
@@ -83,11 +93,31 @@ def answer(hosts, payload):
         else:
             data = event["data"]
         mac = data.get("MACAddress") or data.get("MacAddress")
-        if not isinstance(mac, str) or not MAC.match(mac):
-            raise ValueError("MACAddress is not a MAC address")
-        mac = norm_mac(mac)
+        ip = data.get("IPAddress")
+        if mac and ip:
+            raise ValueError("both MACAddress and IPAddress")
+        if ip:  # a lookup by IP address
+            if not isinstance(ip, str):
+                raise ValueError("IPAddress is not a string")
+            ip = ipaddress.ip_address(ip)
+            if ip.version == 6 and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            if ip.version != 4:
+                raise ValueError("IPAddress is not IPv4")
+        else:
+            if not isinstance(mac, str) or not MAC.match(mac):
+                raise ValueError("MACAddress is not a MAC address")
+            mac = norm_mac(mac)
     except Exception as e:  # malformed request: 400
         return {"Error": {"Code": 400, "Message": f"bad request: {e}"}}, 400
+    if ip:
+        # The one host with this address; never another machine.
+        macs = [m for m, h in hosts.items() if same_ip(h.get("IPAddress"), ip)]
+        if len(macs) > 1:
+            return {"Error": {"Code": 500, "Message": f"{ip} is the address of {len(macs)} hosts"}}, 500
+        if not macs:
+            return {"Error": {"Code": 404, "Message": f"no host has {ip}"}}, 404
+        mac = macs[0]
     host = hosts.get(mac)
     if host is None:
         return {"Error": {"Code": 404, "Message": f"no reservation for {mac}"}}, 404
