@@ -87,7 +87,7 @@ authorization {
   users = [
     { nkey: %s, permissions: {
         publish:   { allow: ["tinkerbell.dhcp.backend"] }
-        subscribe: { allow: ["_INBOX.>"] } } }
+        subscribe: { allow: ["_INBOX.dhcp-a.>"] } } }
     { nkey: %s, permissions: {
         subscribe: { allow: ["tinkerbell.dhcp.backend", "$SRV.>"] }
         publish:   { deny: [">"] }
@@ -168,7 +168,7 @@ func TestSecureDeployment(t *testing.T) {
 		<-served
 	})
 	dc := connectAs(seedFile("dhcp", dhcpSeed))
-	req, err := natsbackend.New(natsbackend.Config{Conn: dc})
+	req, err := natsbackend.New(natsbackend.Config{Conn: dc, InboxPrefix: "_INBOX.dhcp-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +176,33 @@ func TestSecureDeployment(t *testing.T) {
 	d, _, err := req.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mac})
 	if err != nil || d.IPAddress.String() != "198.18.0.10" {
 		t.Fatalf("lookup through the secured server: %v, %v", d.IPAddress, err)
+	}
+
+	// The DHCP server's credential may not read other inboxes: the
+	// replies meant for other DHCP servers.
+	dperm := make(chan error, 1)
+	other, err := nats.Connect(url, nats.RootCAs(ca), natstest.NKeyOption(t, dhcpSeed), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case dperm <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	if _, err := other.Subscribe("_INBOX.>", func(*nats.Msg) { t.Error("the DHCP server's credential read another inbox") }); err != nil {
+		t.Fatal(err)
+	}
+	_ = other.Flush()
+	select {
+	case err := <-dperm:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("DHCP credential subscribing to _INBOX.>: %v, want a permission violation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not report the DHCP credential's permission violation")
 	}
 
 	// The rogue client has valid credentials but may neither listen on the

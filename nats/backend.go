@@ -189,6 +189,10 @@ const (
 const (
 	hedgeFactor = 3
 	minP90      = int64(100 * time.Microsecond)
+	// maxAdaptiveHedge caps what the estimate adds, so that hedges still
+	// route around a frozen replica when everything is slow (the budget
+	// bounds the extra load).
+	maxAdaptiveHedge = 250 * time.Millisecond
 )
 
 // New validates cfg, subscribes to the Backend's reply subjects on
@@ -511,7 +515,7 @@ func (b *Backend) hedgeDelay() time.Duration {
 	if b.hedge == 0 {
 		return 0
 	}
-	return max(b.hedge, hedgeFactor*time.Duration(b.p90.Load()))
+	return max(b.hedge, min(hedgeFactor*time.Duration(b.p90.Load()), maxAdaptiveHedge))
 }
 
 // observe feeds the time a reply took into the estimate of its 90th
@@ -605,8 +609,16 @@ func (s *lookupState) handle(d delivery, req *backend.DHCPRequest) (outcome, boo
 		return s.retryAfterBackoff(now, false)
 	}
 	if err == nil && len(m.MACAddress) != 0 && !bytes.Equal(m.MACAddress, req.MACAddress) {
-		err = fmt.Errorf("nats: reply from %q is for another client: %w", b.subject,
-			&backend.FieldError{Field: "data.MACAddress", Value: m.MACAddress.String(), Err: backend.ErrUnexpected})
+		// An answer to another question: a confused responder, or someone
+		// who sent a lookup with our reply subject. Ask again while time
+		// lasts; the real answer may still come.
+		b.stats.rejected.Add(1)
+		s.lastErr, s.lastOut, s.lastCode = fmt.Errorf("nats: reply from %q is for another client: %w", b.subject,
+			&backend.FieldError{Field: "data.MACAddress", Value: m.MACAddress.String(), Err: backend.ErrUnexpected}), OutcomeInvalidReply, 0
+		if s.pending > 0 || !s.retryAt.IsZero() {
+			return outcome{}, false
+		}
+		return s.retryAfterBackoff(now, false)
 	}
 	if err != nil {
 		b.stats.rejected.Add(1)

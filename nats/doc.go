@@ -75,9 +75,9 @@
 // responder the time its attempt has left.
 //
 // Within an attempt, when no reply came within the hedge delay
-// ([Config.HedgeDelay], default 50 ms, and never less than three times the
-// observed 90th percentile of the reply time, so that a system that is
-// slow for everybody is not asked twice), the same request is sent again
+// ([Config.HedgeDelay], default 50 ms; longer when replies are slow for
+// everybody: three times the observed 90th percentile of the reply time, up
+// to 250 ms), the same request is sent again
 // — a hedged request: the queue group usually gives it to another replica
 // — and again after each further delay. The first valid reply to any
 // request of the lookup answers it. Hedges are budgeted: at most one per
