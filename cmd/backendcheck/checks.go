@@ -348,8 +348,7 @@ func diff(want, got backend.Message) string {
 	_ = json.Unmarshal(want.AppendJSON(nil), &w)
 	_ = json.Unmarshal(got.AppendJSON(nil), &g)
 	var out []string
-	for _, k := range []string{"MACAddress", "IPAddress", "SubnetMask", "DefaultGateway", "NameServers", "Hostname",
-		"DomainName", "BroadcastAddress", "NTPServers", "LeaseTime", "DomainSearch", "AllowNetboot", "IPXEScriptURL", "Error"} {
+	for _, k := range slices.Sorted(maps.Keys(w)) {
 		if !bytes.Equal(w[k], g[k]) {
 			out = append(out, fmt.Sprintf("%s = %s, want %s", k, g[k], w[k]))
 		}
