@@ -2,6 +2,8 @@ package events
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/internal/jsonx"
 	"github.com/tinkerbell/backend/internal/wire"
 )
@@ -326,3 +329,28 @@ func (p *Publisher) drain() {
 	}
 	<-p.done
 }
+
+// FromDecision returns the event of a decision of package dhcpserver.
+func FromDecision(d dhcpserver.Decision) Event {
+	e := Event{
+		Kind:     string(d.Kind),
+		MAC:      d.MAC,
+		IP:       d.IP,
+		XID:      binary.BigEndian.Uint32(d.XID[:]),
+		ServerID: d.ServerID,
+		Reason:   d.Reason,
+	}
+	if d.MessageType != 0 {
+		e.MessageType = d.MessageType.String()
+	}
+	if d.Trace.IsValid() {
+		e.Traceparent = "00-" + d.Trace.TraceID().String() + "-" + d.Trace.SpanID().String() + "-" + hex.EncodeToString([]byte{byte(d.Trace.TraceFlags())})
+	}
+	return e
+}
+
+// OnDecision publishes d without blocking: set it as the DHCP server's
+// Config.OnDecision.
+//
+//	cfg.OnDecision = publisher.OnDecision
+func (p *Publisher) OnDecision(d dhcpserver.Decision) { p.Publish(FromDecision(d)) }

@@ -41,6 +41,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/events"
 	"github.com/tinkerbell/backend/hostsfile"
 	"github.com/tinkerbell/backend/metrics"
 	natsbackend "github.com/tinkerbell/backend/nats"
@@ -88,6 +89,7 @@ type options struct {
 	// HTTP endpoint of -responder and the DHCP server.
 	httpAddr string
 	pprof    bool
+	events   bool // DHCP server: publish decision events
 
 	// Responder.
 	hosts          string
@@ -138,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.prefix, "subject-prefix", "", "prefix of the subject, for tenants sharing NATS")
 
 	fs.StringVar(&o.httpAddr, "http-addr", "", "-responder, DHCP server: listen address of /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090; empty: none")
+	fs.BoolVar(&o.events, "events", false, "DHCP server: publish a CloudEvent per decision on <prefix>.tinkerbell.dhcp.events.<kind> (watch: nats sub 'tinkerbell.dhcp.events.>')")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on -http-addr")
 	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo: hosts file (YAML or .json)")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder: how often to check the hosts file for changes (SIGHUP reloads at once)")
@@ -472,11 +475,24 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	cfg, _ := dhcpConfig(o, requester, log)
+	reg := prometheus.NewRegistry()
+	if o.events {
+		pub, err := events.New(events.Config{Conn: nc, SubjectPrefix: o.prefix, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = pub.Shutdown(sctx)
+		}()
+		cfg.OnDecision = pub.OnDecision
+		reg.MustRegister(metrics.NewEventsCollector(pub))
+	}
 	srv, err := dhcpserver.New(cfg)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewDHCPServerCollector(srv), metrics.NewRequesterCollector(requester))
 	h := &health{nc: nc}
 	obs, err := startObserver(o.httpAddr, o.pprof, reg, h, log)

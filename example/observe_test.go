@@ -155,7 +155,7 @@ func TestObserve(t *testing.T) {
 	}
 	udp := pc.LocalAddr().(*net.UDPAddr)
 	pc.Close()
-	dhcpAddr, stopDHCP := startRun(t, "-udp", udp.String(), "-server-addr", "127.0.0.1", "-nats-url", s.ClientURL(), "-http-addr", "127.0.0.1:0")
+	dhcpAddr, stopDHCP := startRun(t, "-udp", udp.String(), "-server-addr", "127.0.0.1", "-nats-url", s.ClientURL(), "-http-addr", "127.0.0.1:0", "-events")
 
 	waitStatus(t, "http://"+respAddr+"/healthz", http.StatusOK)
 	waitStatus(t, "http://"+dhcpAddr+"/healthz", http.StatusOK)
@@ -172,6 +172,7 @@ func TestObserve(t *testing.T) {
 		{dhcpAddr, `tinkerbell_requester_lookups_total{outcome="ok"}` + subj},
 		{dhcpAddr, `tinkerbell_requester_requests_total` + subj},
 		{respAddr, `tinkerbell_responder_requests_total` + subj},
+		{dhcpAddr, `tinkerbell_events_published_total`},
 	}
 	before := map[string]map[string]float64{respAddr: scrape(t, respAddr), dhcpAddr: scrape(t, dhcpAddr)}
 	for _, c := range counters {
@@ -183,6 +184,10 @@ func TestObserve(t *testing.T) {
 		t.Error("no Go runtime metrics")
 	}
 
+	evs, err := natstest.Connect(t, s).SubscribeSync("tinkerbell.dhcp.events.>")
+	if err != nil {
+		t.Fatal(err)
+	}
 	mac, _ := net.ParseMAC("52:54:00:66:ea:9a")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -206,6 +211,13 @@ func TestObserve(t *testing.T) {
 			t.Fatalf("counters did not move after a DORA:\n%v", stuck)
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+
+	for _, want := range []string{"tinkerbell.dhcp.events.offer", "tinkerbell.dhcp.events.ack"} {
+		msg, err := evs.NextMsg(5 * time.Second)
+		if err != nil || msg.Subject != want {
+			t.Fatalf("decision event: %v, %v; want %s", msg, err, want)
+		}
 	}
 
 	if code, _ := get(t, "http://"+respAddr+"/debug/pprof/"); code != http.StatusOK {

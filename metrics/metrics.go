@@ -11,6 +11,7 @@ import (
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/events"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
 )
@@ -348,4 +349,48 @@ func (c *CacheCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.n))
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(st.Entries))
+}
+
+// EventsCollector exports the [events.Stats] of a decision event
+// publisher. Create it with [NewEventsCollector].
+type EventsCollector struct {
+	stats func() events.Stats
+
+	published, dropped, failed, pending *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*EventsCollector)(nil)
+
+// NewEventsCollector returns a collector of the statistics of the decision
+// event publisher p (package [github.com/tinkerbell/backend/events]):
+//
+//	tinkerbell_events_published_total   events handed to NATS
+//	tinkerbell_events_dropped_total     events dropped because the buffer was full
+//	tinkerbell_events_failed_total      events NATS refused
+//	tinkerbell_events_pending           events waiting in the buffer
+func NewEventsCollector(p *events.Publisher) *EventsCollector {
+	const sub = "events"
+	return &EventsCollector{
+		stats:     p.Stats,
+		published: desc(sub, "published_total", "Decision events handed to the NATS connection.", nil, nil),
+		dropped:   desc(sub, "dropped_total", "Decision events dropped because the buffer was full or the publisher stopped.", nil, nil),
+		failed:    desc(sub, "failed_total", "Decision events the NATS connection refused.", nil, nil),
+		pending:   desc(sub, "pending", "Decision events waiting in the buffer.", nil, nil),
+	}
+}
+
+// Describe implements [prometheus.Collector].
+func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.published, c.dropped, c.failed, c.pending} {
+		ch <- d
+	}
+}
+
+// Collect implements [prometheus.Collector].
+func (c *EventsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.published, prometheus.CounterValue, float64(st.Published))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
+	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(st.Failed))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/events"
 	"github.com/tinkerbell/backend/internal/natstest"
 	"github.com/tinkerbell/backend/metrics"
 	natsbackend "github.com/tinkerbell/backend/nats"
@@ -296,6 +297,34 @@ tinkerbell_cache_negative_hits_total 1
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"tinkerbell_cache_entries", "tinkerbell_cache_lookups_total", "tinkerbell_cache_negative_hits_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestEventsCollector(t *testing.T) {
+	s := natstest.Run(t, nil)
+	p, err := events.New(events.Config{Conn: natstest.Connect(t, s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := metrics.NewEventsCollector(p)
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	p.Publish(events.Event{Kind: events.KindOffer, MAC: known})
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p.Publish(events.Event{Kind: events.KindAck, MAC: known}) // after Shutdown: dropped
+	want := `
+# HELP tinkerbell_events_dropped_total Decision events dropped because the buffer was full or the publisher stopped.
+# TYPE tinkerbell_events_dropped_total counter
+tinkerbell_events_dropped_total 1
+# HELP tinkerbell_events_published_total Decision events handed to the NATS connection.
+# TYPE tinkerbell_events_published_total counter
+tinkerbell_events_published_total 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "tinkerbell_events_published_total", "tinkerbell_events_dropped_total"); err != nil {
 		t.Error(err)
 	}
 }
