@@ -141,7 +141,7 @@ func TestBackendOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := dhcpserver.New(dhcpserver.Config{Backend: c, ServerAddr: netip.MustParseAddr("198.18.0.1")})
+	srv, err := dhcpserver.New(dhcpserver.Config{Backend: c, ServerAddr: netip.MustParseAddr("198.18.0.1"), NegativeTTL: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

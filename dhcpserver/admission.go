@@ -12,10 +12,12 @@ import (
 // the server last replied, for three purposes:
 //
 //   - one lookup per transaction: the answer that produced an OFFER serves
-//     the DISCOVER retransmissions and the REQUEST that follow
-//     (Config.AnswerReuse);
+//     the DISCOVER retransmissions and the REQUEST that follow, which carry
+//     the same transaction id (Config.AnswerReuse);
 //   - the negative cache: a not-found answer is remembered for
 //     Config.NegativeTTL;
+//   - the per-MAC limit: a token bucket of Config.MACLookupBurst lookups,
+//     refilled at one per Config.MinLookupInterval;
 //   - the queue discipline: clients answered within Config.KnownTTL are
 //     "known" and served first.
 //
@@ -23,27 +25,29 @@ import (
 // it never answered (the oldest of a small random sample) before one it
 // did, so a flood of unknown MAC addresses cannot push known clients out.
 type clients struct {
-	mu  sync.Mutex
-	m   map[[6]byte]*clientEntry
-	max int
+	mu    sync.Mutex
+	m     map[[6]byte]*clientEntry
+	max   int
+	burst int // of the per-MAC bucket
 }
 
 type clientEntry struct {
 	answer   *flight   // the last lookup's outcome; nil = none yet
 	at       time.Time // when that lookup ended
 	answered time.Time // the last reply sent to the client; zero = never
+	tokens   float64   // the per-MAC bucket, as of tokensAt
+	tokensAt time.Time // zero = full
 }
 
-func newClients(max int) *clients {
-	return &clients{m: map[[6]byte]*clientEntry{}, max: max}
+func newClients(max, burst int) *clients {
+	return &clients{m: map[[6]byte]*clientEntry{}, max: max, burst: burst}
 }
 
 // cached returns the last answer for mac when it may be reused at now
-// (see Config.AnswerReuse, NegativeTTL and MinLookupInterval;
-// transaction: the request is part of the transaction whose DISCOVER
-// caused the lookup), and whether the server replied to mac within
-// Config.KnownTTL.
-func (c *clients) cached(mac [6]byte, now time.Time, transaction bool, cfg *Config) (*flight, bool) {
+// (see Config.AnswerReuse and NegativeTTL; transaction: the request is
+// part of the transaction xid, whose DISCOVER may have caused the lookup),
+// and whether the server replied to mac within Config.KnownTTL.
+func (c *clients) cached(mac [6]byte, xid [4]byte, now time.Time, transaction bool, cfg *Config) (*flight, bool) {
 	c.mu.Lock()
 	e := c.m[mac]
 	if e == nil {
@@ -58,10 +62,8 @@ func (c *clients) cached(mac [6]byte, now time.Time, transaction bool, cfg *Conf
 	}
 	age := now.Sub(at)
 	switch {
-	case age < cfg.MinLookupInterval:
-		return f, known
 	case f.err == nil:
-		if transaction && age < cfg.AnswerReuse {
+		if transaction && f.xid == xid && age < cfg.AnswerReuse {
 			return f, known
 		}
 	case errors.Is(f.err, backend.ErrNotFound):
@@ -70,6 +72,29 @@ func (c *clients) cached(mac [6]byte, now time.Time, transaction bool, cfg *Conf
 		}
 	}
 	return nil, known
+}
+
+// admit takes a token from mac's bucket for a lookup at now, and reports
+// whether there was one. A client not in the table has a full bucket.
+func (c *clients) admit(mac [6]byte, now time.Time, interval time.Duration, burst int) bool {
+	if interval <= 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[mac]
+	if e == nil {
+		return true // store creates the entry, with this token taken
+	}
+	tokens := float64(burst)
+	if !e.tokensAt.IsZero() {
+		tokens = min(tokens, e.tokens+float64(now.Sub(e.tokensAt))/float64(interval))
+	}
+	if tokens < 1 {
+		return false
+	}
+	e.tokens, e.tokensAt = tokens-1, now
+	return true
 }
 
 // known reports whether the server replied to mac within ttl before now.
@@ -90,7 +115,7 @@ func (c *clients) store(mac [6]byte, f *flight, now time.Time) {
 		return
 	}
 	c.evictLocked()
-	c.m[mac] = &clientEntry{answer: f, at: now}
+	c.m[mac] = &clientEntry{answer: f, at: now, tokens: float64(c.burst - 1), tokensAt: now}
 }
 
 // replied records that the server sent mac a reply at now.

@@ -182,11 +182,19 @@ func TestAdmissionCaches(t *testing.T) {
 			lookups: 1, drops: map[DropReason]uint64{DropNotFound: 5}},
 		{name: "negative cache off", cfg: func(c *Config) { c.NegativeTTL, c.MinLookupInterval = -1, -1 },
 			reqs: repeat(3, request(macNone, dhcpv4.MessageTypeDiscover)), lookups: 3, drops: map[DropReason]uint64{DropNotFound: 3}},
-		{name: "renewals within the per-MAC interval reuse the answer",
-			reqs:    repeat(3, request(macKnown, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))),
-			lookups: 1, drops: map[DropReason]uint64{}},
-		{name: "after a failure, the per-MAC limit drops", reqs: repeat(3, request(macError, dhcpv4.MessageTypeDiscover)),
-			lookups: 1, drops: map[DropReason]uint64{DropBackend: 1, DropMACLimited: 2}},
+		{name: "per-MAC limit: a burst of 5, then dropped",
+			reqs:    repeat(7, request(macKnown, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))),
+			lookups: 5, drops: map[DropReason]uint64{DropMACLimited: 2}},
+		{name: "per-MAC limit after failures", reqs: repeat(7, request(macError, dhcpv4.MessageTypeDiscover)),
+			lookups: 5, drops: map[DropReason]uint64{DropBackend: 5, DropMACLimited: 2}},
+		{name: "per-MAC limit off", cfg: func(c *Config) { c.MinLookupInterval = -1 },
+			reqs:    repeat(7, request(macKnown, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))),
+			lookups: 7, drops: map[DropReason]uint64{}},
+		{name: "a new transaction asks again", reqs: []*dhcpv4.DHCPv4{
+			request(macKnown, dhcpv4.MessageTypeDiscover),
+			request(macKnown, dhcpv4.MessageTypeDiscover), // retransmitted
+			request(macKnown, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.TransactionID[0] = 9 }),
+		}, lookups: 2, drops: map[DropReason]uint64{}},
 		{name: "unknown clients are rate-limited", cfg: func(c *Config) { c.UnknownLookupRate = 2 },
 			reqs: []*dhcpv4.DHCPv4{
 				request(net.HardwareAddr{2, 0, 0, 0, 0, 1}, dhcpv4.MessageTypeDiscover),
@@ -230,7 +238,7 @@ func repeat(n int, r *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
 // flood of unknown MAC addresses does not evict the clients the server
 // answered.
 func TestClientsBounded(t *testing.T) {
-	c := newClients(64)
+	c := newClients(64, 5)
 	now := time.Now()
 	var known [][6]byte
 	for i := range 16 {

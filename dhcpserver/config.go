@@ -35,9 +35,10 @@ const (
 	// DefaultNegativeTTL is how long a not-found answer is remembered.
 	DefaultNegativeTTL = 5 * time.Second
 
-	// DefaultMinLookupInterval is the per-MAC limit: at most one lookup
-	// per client in this interval.
+	// DefaultMinLookupInterval and DefaultMACLookupBurst are the per-MAC
+	// limit: a burst of 5 lookups per client, then one per second.
 	DefaultMinLookupInterval = time.Second
+	DefaultMACLookupBurst    = 5
 
 	// DefaultUnknownLookupRate is the number of lookups per second (and
 	// the burst) allowed for clients the server has not answered
@@ -131,10 +132,10 @@ type Config struct {
 
 	// AnswerReuse is how long the answer of a lookup serves the rest of
 	// the client's transaction: the DISCOVER retransmissions and the
-	// REQUEST (SELECTING, option 54 ours) that follow the DISCOVER that
-	// caused it, so that a DORA costs one lookup and the ACK agrees with
-	// the OFFER. Renewals (REQUEST with ciaddr), INIT-REBOOT and INFORM
-	// always ask the Backend, subject to MinLookupInterval: they are how
+	// REQUEST (SELECTING, option 54 ours) with the transaction id (xid)
+	// of the DISCOVER that caused it, so that a DORA costs one lookup and
+	// the ACK agrees with the OFFER. A new transaction, renewals (REQUEST
+	// with ciaddr), INIT-REBOOT and INFORM ask the Backend: they are how
 	// changes reach clients. Zero means [DefaultAnswerReuse]; negative
 	// turns reuse off.
 	AnswerReuse time.Duration
@@ -144,12 +145,15 @@ type Config struct {
 	// Zero means [DefaultNegativeTTL]; negative turns it off.
 	NegativeTTL time.Duration
 
-	// MinLookupInterval limits lookups per MAC address: a request within
-	// this interval of the end of the client's previous lookup reuses
-	// that lookup's answer (after a failed lookup: gets no reply, counted
-	// as [DropMACLimited]). Zero means [DefaultMinLookupInterval];
-	// negative turns the limit off.
+	// MinLookupInterval and MACLookupBurst limit the lookups per MAC
+	// address, with a token bucket of MACLookupBurst lookups refilled at
+	// one per MinLookupInterval: a client (or a forger of its MAC) that
+	// starts transactions faster gets no reply ([DropMACLimited]) and
+	// retransmits. Zero means [DefaultMinLookupInterval] and
+	// [DefaultMACLookupBurst]; a negative MinLookupInterval turns the
+	// limit off.
 	MinLookupInterval time.Duration
+	MACLookupBurst    int
 
 	// UnknownLookupRate bounds the lookups per second (token bucket, with
 	// a burst of the same size) for clients that the server has not
@@ -167,7 +171,7 @@ type Config struct {
 	KnownTTL time.Duration
 
 	// MaxClients bounds the clients remembered for AnswerReuse,
-	// NegativeTTL, MinLookupInterval and KnownTTL. When full, clients the
+	// NegativeTTL, the per-MAC limit and KnownTTL. When full, clients the
 	// server never answered are forgotten first. Zero means
 	// [DefaultMaxClients].
 	MaxClients int
@@ -357,8 +361,11 @@ func checkLimits(c *config) error {
 // checkAdmission checks and defaults the admission-control knobs; a
 // negative duration becomes 0 (off).
 func checkAdmission(c *config) error {
-	if c.KnownTTL < 0 || c.MaxClients < 0 {
-		return errors.New("negative KnownTTL or MaxClients")
+	if c.KnownTTL < 0 || c.MaxClients < 0 || c.MACLookupBurst < 0 {
+		return errors.New("negative KnownTTL, MaxClients or MACLookupBurst")
+	}
+	if c.MACLookupBurst == 0 {
+		c.MACLookupBurst = DefaultMACLookupBurst
 	}
 	for _, d := range []struct {
 		v   *time.Duration

@@ -24,19 +24,18 @@
 // # Availability
 //
 // A DORA costs one lookup: the answer that produced an OFFER serves the
-// DISCOVER retransmissions and the REQUEST that follow for
-// [Config].AnswerReuse (default 5 s), so OFFER and ACK always agree.
-// Renewals, INIT-REBOOT and INFORM ask the Backend again: they are how
-// changes reach clients.
+// DISCOVER retransmissions and the REQUEST of the same transaction (xid)
+// for [Config].AnswerReuse (default 5 s), so OFFER and ACK always agree.
+// New transactions, renewals, INIT-REBOOT and INFORM ask the Backend
+// again: they are how changes reach clients.
 //
 // Admission control keeps a flood of unknown MAC addresses from starving
 // known clients, with knobs in [Config] that are on by default:
 //
 //   - a negative cache: a not-found answer is remembered for
 //     NegativeTTL (default 5 s);
-//   - a per-MAC limit: at most one lookup per MAC address per
-//     MinLookupInterval (default 1 s); requests in between reuse the
-//     answer;
+//   - a per-MAC limit: a token bucket of MACLookupBurst lookups (default
+//     5) refilled at one per MinLookupInterval (default 1 s);
 //   - two queues: packets from clients the server replied to within
 //     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
 //     the others share a short queue and MaxConcurrent/4 workers;

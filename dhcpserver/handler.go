@@ -250,18 +250,17 @@ func (s *Server) ours(sid []byte) bool {
 func (s *Server) reservation(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4, needIP, transaction bool) (*flight, DropReason) {
 	mac := [6]byte(req.ClientHWAddr)
 	now := time.Now()
-	f, known := s.clients.cached(mac, now, transaction, &s.cfg.Config)
+	f, known := s.clients.cached(mac, req.TransactionID, now, transaction, &s.cfg.Config)
 	switch {
 	case f != nil:
 		s.stats.reused.Add(1)
 		sc.reused = true
-		if f.err != nil && !errors.Is(f.err, backend.ErrNotFound) {
-			return f, DropMACLimited
-		}
 	case !known && s.unknown != nil && !s.unknown.Allow():
 		return nil, DropUnknownLimited
+	case !s.clients.admit(mac, now, s.cfg.MinLookupInterval, s.cfg.MACLookupBurst):
+		return nil, DropMACLimited
 	default:
-		f = s.lookup(clientTrace(ctx, req), req.ClientHWAddr)
+		f = s.lookup(clientTrace(ctx, req), req.ClientHWAddr, req.TransactionID)
 	}
 	if f.err != nil {
 		if errors.Is(f.err, backend.ErrNotFound) {

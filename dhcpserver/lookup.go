@@ -19,6 +19,7 @@ import (
 // the lookup and read only after it ended.
 type flight struct {
 	mac         [6]byte
+	xid         [4]byte // of the request that started the lookup
 	dhcp        backend.DHCP
 	netboot     backend.Netboot
 	err         error
@@ -36,8 +37,8 @@ var errGaveUp = errors.New("dhcpserver: request gave up waiting for its lookup")
 // each waits only as long as its own ctx allows, and the lookup itself is
 // bounded by Config.LookupTimeout and ended by [Server.Close], not by the
 // ctx of whichever request started it.
-func (s *Server) lookup(ctx context.Context, mac []byte) *flight {
-	f := &flight{mac: [6]byte(mac)}
+func (s *Server) lookup(ctx context.Context, mac []byte, xid [4]byte) *flight {
+	f := &flight{mac: [6]byte(mac), xid: xid}
 	s.stats.waiting.Add(1)
 	defer s.stats.waiting.Add(-1)
 	ch := s.flights.DoChan(string(mac), func() (any, error) {

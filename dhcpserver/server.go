@@ -53,7 +53,7 @@ func New(cfg Config) (*Server, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		conns:   map[packetConn]struct{}{},
-		clients: newClients(c.MaxClients),
+		clients: newClients(c.MaxClients, c.MACLookupBurst),
 	}
 	if c.UnknownLookupRate > 0 {
 		s.unknown = rate.NewLimiter(rate.Limit(c.UnknownLookupRate), max(1, int(c.UnknownLookupRate)))

@@ -30,7 +30,7 @@ const (
 
 	DropUnknownQueueFull DropReason = "unknown-queue-full" // from a client not answered recently, and its queue full
 	DropUnknownLimited   DropReason = "unknown-rate-limit" // from a client not answered recently, over Config.UnknownLookupRate
-	DropMACLimited       DropReason = "mac-rate-limit"     // within Config.MinLookupInterval of a failed lookup for this MAC
+	DropMACLimited       DropReason = "mac-rate-limit"     // over the per-MAC lookup limit (Config.MinLookupInterval, MACLookupBurst)
 )
 
 var dropReasons = [...]DropReason{
@@ -75,7 +75,7 @@ type Stats struct {
 
 	Lookups       uint64 // Backend calls made
 	Coalesced     uint64 // requests that shared another request's Backend call
-	Reused        uint64 // requests answered from a remembered answer, without a Backend call (Config.AnswerReuse, NegativeTTL, MinLookupInterval)
+	Reused        uint64 // requests answered from a remembered answer, without a Backend call (Config.AnswerReuse, NegativeTTL)
 	NotFound      uint64 // lookups that found no reservation
 	BackendErrors uint64 // lookups that failed or timed out
 

@@ -103,6 +103,7 @@ type options struct {
 	answerReuse   time.Duration
 	negativeTTL   time.Duration
 	minLookup     time.Duration
+	macBurst      int
 	unknownRate   float64
 	bootServer    string
 	tftpBase      string
@@ -151,7 +152,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.lookupTimeout, "lookup-timeout", dhcpserver.DefaultLookupTimeout, "DHCP server: deadline of each backend lookup")
 	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: how long a lookup's answer serves the rest of the DORA (negative: off)")
 	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: how long a not-found answer is remembered (negative: off)")
-	fs.DurationVar(&o.minLookup, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address per interval (negative: off)")
+	fs.DurationVar(&o.minLookup, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: per-MAC limit, one lookup per interval after a burst (negative: off)")
+	fs.IntVar(&o.macBurst, "mac-lookup-burst", dhcpserver.DefaultMACLookupBurst, "DHCP server: per-MAC limit, the burst of lookups")
 	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (negative: no limit)")
 	fs.StringVar(&o.bootServer, "boot-server", "", "DHCP server: next-server (siaddr) for PXE ROMs; default the TFTP host or -server-addr")
 	fs.StringVar(&o.tftpBase, "tftp-base", "", "DHCP server: TFTP base URL of the iPXE binaries, e.g. tftp://198.18.0.1")
@@ -417,6 +419,7 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		AnswerReuse:       o.answerReuse,
 		NegativeTTL:       o.negativeTTL,
 		MinLookupInterval: o.minLookup,
+		MACLookupBurst:    o.macBurst,
 		UnknownLookupRate: o.unknownRate,
 	}
 	if o.udpAddr != "" {
