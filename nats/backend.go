@@ -299,16 +299,22 @@ func insecure(nc *nats.Conn) string {
 	if nc.Opts.InProcessServer != nil {
 		return ""
 	}
-	if _, err := nc.TLSConnectionState(); err == nil {
-		return ""
-	}
-	u := nc.ConnectedUrlRedacted()
-	if u == "" {
+	_, err := nc.TLSConnectionState()
+	return insecureURL(nc.ConnectedUrlRedacted(), err == nil)
+}
+
+// insecureURL returns u when a connection to it without TLS crosses a
+// network, and "" otherwise.
+func insecureURL(u string, tls bool) string {
+	if tls || u == "" {
 		return ""
 	}
 	pu, err := url.Parse(u)
 	if err != nil {
 		return u
+	}
+	if pu.Scheme == "tls" {
+		return ""
 	}
 	host := pu.Hostname()
 	if host == "localhost" {
@@ -356,7 +362,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 				attribute.String("messaging.system", "nats"),
 				attribute.String("messaging.destination.name", b.subject),
 				attribute.String("messaging.operation.type", "send"),
-				attribute.String("mac", req.MACAddress.String()),
+				clientAttr(&req),
 			))
 	}
 	r := b.lookup(ctx, &req, start, span)
@@ -372,6 +378,26 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		span.End()
 	}
 	return r.msg.DHCP, r.msg.Netboot, r.err
+}
+
+// clientKey and clientValue are the log key and value of the client a
+// lookup asks about: "mac" or "ip".
+func clientKey(req *backend.DHCPRequest) string {
+	if req.ByIP() {
+		return "ip"
+	}
+	return "mac"
+}
+
+func clientValue(req *backend.DHCPRequest) string {
+	if req.ByIP() {
+		return req.IPAddress.String()
+	}
+	return req.MACAddress.String()
+}
+
+func clientAttr(req *backend.DHCPRequest) attribute.KeyValue {
+	return attribute.String(clientKey(req), clientValue(req))
 }
 
 // outcome is the result of one lookup with what [Stats] counts.
@@ -406,8 +432,8 @@ type lookupState struct {
 }
 
 func (b *Backend) lookup(ctx context.Context, req *backend.DHCPRequest, start time.Time, span trace.Span) outcome {
-	if len(req.MACAddress) == 0 {
-		return outcome{err: &backend.FieldError{Field: "MACAddress", Err: backend.ErrMissing}, outcome: OutcomeBadRequest}
+	if err := req.Validate(); err != nil {
+		return outcome{err: err, outcome: OutcomeBadRequest}
 	}
 	if tp := tracectx.Traceparent(ctx); tp != "" {
 		req.Traceparent = tp
@@ -598,7 +624,7 @@ func (s *lookupState) handle(d delivery, req *backend.DHCPRequest) (outcome, boo
 		b.stats.rejected.Add(1)
 		if b.warnNow(now) {
 			b.log.WarnContext(s.ctx, "nats backend: rejected a reply not signed by a trusted key: someone else is answering lookups",
-				"subject", b.subject, "mac", req.MACAddress.String(), "error", err, "rejected", b.stats.rejected.Load())
+				"subject", b.subject, clientKey(req), clientValue(req), "error", err, "rejected", b.stats.rejected.Load())
 		}
 		s.lastErr, s.lastOut, s.lastCode = fmt.Errorf("nats: reply from %q: %w", b.subject, err), OutcomeBadSignature, 0
 		if s.pending > 0 || !s.retryAt.IsZero() {
@@ -608,13 +634,16 @@ func (s *lookupState) handle(d delivery, req *backend.DHCPRequest) (outcome, boo
 		// lasts, as after "no responders".
 		return s.retryAfterBackoff(now, false)
 	}
-	if err == nil && len(m.MACAddress) != 0 && !bytes.Equal(m.MACAddress, req.MACAddress) {
+	var merr error
+	if err == nil && m.Error.Code == backend.CodeOK {
+		merr = mismatch(req, &m.DHCP)
+	}
+	if merr != nil {
 		// An answer to another question: a confused responder, or someone
 		// who sent a lookup with our reply subject. Ask again while time
 		// lasts; the real answer may still come.
 		b.stats.rejected.Add(1)
-		s.lastErr, s.lastOut, s.lastCode = fmt.Errorf("nats: reply from %q is for another client: %w", b.subject,
-			&backend.FieldError{Field: "data.MACAddress", Value: m.MACAddress.String(), Err: backend.ErrUnexpected}), OutcomeInvalidReply, 0
+		s.lastErr, s.lastOut, s.lastCode = fmt.Errorf("nats: reply from %q is for another client: %w", b.subject, merr), OutcomeInvalidReply, 0
 		if s.pending > 0 || !s.retryAt.IsZero() {
 			return outcome{}, false
 		}
@@ -622,7 +651,7 @@ func (s *lookupState) handle(d delivery, req *backend.DHCPRequest) (outcome, boo
 	}
 	if err != nil {
 		b.stats.rejected.Add(1)
-		b.log.DebugContext(s.ctx, "nats backend: rejected a reply", "subject", b.subject, "mac", req.MACAddress.String(), "error", err)
+		b.log.DebugContext(s.ctx, "nats backend: rejected a reply", "subject", b.subject, clientKey(req), clientValue(req), "error", err)
 		s.lastErr, s.lastOut, s.lastCode = err, OutcomeInvalidReply, 0
 		if s.pending > 0 {
 			return outcome{}, false // another request may still get a valid reply
@@ -779,6 +808,17 @@ func decodeEvent(data []byte) (backend.Message, error) {
 		return backend.Message{}, fmt.Errorf("nats: invalid reply %s: %w", excerpt.Quote(data), err)
 	}
 	return m, nil
+}
+
+// mismatch reports an answer that does not answer req (see
+// [backend.DHCPRequest.Match]), naming the field as it is in the event.
+func mismatch(req *backend.DHCPRequest, h *backend.DHCP) error {
+	err := req.Match(h)
+	var fe *backend.FieldError
+	if errors.As(err, &fe) {
+		return &backend.FieldError{Field: "data." + fe.Field, Value: fe.Value, Err: fe.Err}
+	}
+	return err
 }
 
 // requestID returns the id attribute of the request event req, which
