@@ -56,7 +56,9 @@ func startLoop(t *testing.T) *loop {
 	go func() { served <- resp.Serve() }()
 	t.Cleanup(func() { _ = resp.Close(); <-served })
 
-	req, err := natsbackend.New(natsbackend.Config{Conn: natstest.Connect(t, s), TracerProvider: tp})
+	// No hedges: on a loaded machine one would add a second responder span
+	// (a sibling, in the same trace) and make the chain's shape vary.
+	req, err := natsbackend.New(natsbackend.Config{Conn: natstest.Connect(t, s), TracerProvider: tp, HedgeDelay: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
