@@ -28,17 +28,25 @@
 #     so that all see the same load from the rest of the machine; then runs
 #     DELAY_RATE DORA/s for DELAY_PERIOD seconds against each for the
 #     average DISCOVER->OFFER delay;
+#   - first warms every variant up (and reports how long it took): all
+#     clients are new, Kea allocates leases and the DHCP server's admission
+#     control limits lookups for clients it has not answered yet
+#     (-unknown-lookup-rate), so WARM_RATE DORA/s runs in 10 s steps until
+#     one loses < MAX_DROP %;
 #   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of the
 #     variant's server processes over the measured run, divided by the
-#     completed DORAs;
+#     completed DORAs; lookups per DORA come from the DHCP server's
+#     /metrics (tinkerbell_dhcp_lookups_total) when the example has
+#     -http-addr;
 #   - prints one table of medians over the repetitions; the ratios are
 #     medians of the per-repetition ratios against Kea (same run).
 #
 # Variants (VARIANTS, space separated):
 #   kea     kea-dhcp4 2.2, memfile (persist false), single-threaded
 #   loop    -server, -responder -hosts, and the DHCP server -udp ... LOOP_FLAGS
-#   loopoff the full loop with OFF_FLAGS added (availability features off);
-#           skipped when OFF_FLAGS is empty
+#   loopoff the full loop with OFF_FLAGS added (availability features off,
+#           e.g. OFF_FLAGS="-min-lookup-interval -1s -negative-ttl -1s
+#           -unknown-lookup-rate -1"); skipped when OFF_FLAGS is empty
 #   inproc  the DHCP server with the hosts file linked in (INPROC_FLAGS);
 #           skipped when INPROC_FLAGS is empty and the example has no such
 #           flag
@@ -62,6 +70,8 @@ RESOLUTION=${RESOLUTION:-5}         # bisection stops at this gap (%)
 MAX_DROP=${MAX_DROP:-1}             # lost DORAs allowed (%)
 DELAY_RATE=${DELAY_RATE:-1000}      # rate of the delay run
 DELAY_PERIOD=${DELAY_PERIOD:-10}    # seconds of the delay run
+WARM_RATE=${WARM_RATE:-2000}        # warm-up rate (DORA/s), 10 s runs ...
+WARM_TIMEOUT=${WARM_TIMEOUT:-400}   # ... until one loses < MAX_DROP %, at most this long (s)
 AUTOGROUP_NICE=${AUTOGROUP_NICE:--15}
 VARIANTS=${VARIANTS:-kea loop loopoff inproc}
 LOOP_FLAGS=${LOOP_FLAGS:-}          # extra DHCP server flags (full loop)
@@ -209,6 +219,7 @@ EOF
 # 198.18.0.2.
 declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5)
 declare -A vport=([loop]=14222 [loopoff]=14223)
+declare -A vhttp=([loop]=127.0.0.1:19090 [loopoff]=127.0.0.1:19091 [inproc]=127.0.0.1:19092)
 log "creating namespaces $ns_s and $ns_c"
 ip netns add "$ns_s"
 ip netns add "$ns_c"
@@ -234,6 +245,25 @@ in_srv() {
 	vnames[$v]+="$name "
 }
 
+# The DHCP server's /metrics, when the example has them, give the backend
+# lookups per DORA.
+metrics=0
+"$bin" -h 2>&1 | grep -q -- '-http-addr' && metrics=1
+
+# http_flags VARIANT prints the DHCP server's -http-addr flag, if any.
+http_flags() {
+	((metrics)) && echo "-http-addr ${vhttp[$1]}"
+	return 0
+}
+
+# lookups VARIANT prints the DHCP server's backend lookups so far
+# (tinkerbell_dhcp_lookups_total), or nothing.
+lookups() {
+	((metrics)) && [[ -n ${vhttp[$1]:-} ]] || return 0
+	ip netns exec "$ns_s" curl -sf --max-time 5 "http://${vhttp[$1]}/metrics" 2>/dev/null |
+		awk '$1 == "tinkerbell_dhcp_lookups_total" { printf "%d", $2 }'
+}
+
 # inproc_flags prints the DHCP server flags for an in-process backend, or
 # nothing when the example has none.
 inproc_flags() {
@@ -255,12 +285,12 @@ start_variant() {
 		[[ $v == loopoff ]] && extra="$LOOP_FLAGS $OFF_FLAGS"
 		in_srv "$v" nats "$bin" -server -nats-addr "127.0.0.1:${vport[$v]}"
 		in_srv "$v" responder "$bin" -responder -nats-url "$url" -hosts "$work/hosts.yaml"
-		# shellcheck disable=SC2086 # extra flags are words
-		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" -nats-url "$url" $extra
+		# shellcheck disable=SC2046,SC2086 # extra flags are words
+		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" -nats-url "$url" $(http_flags "$v") $extra
 		;;
 	inproc)
 		# shellcheck disable=SC2046,SC2086
-		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" $(inproc_flags) $LOOP_FLAGS
+		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" $(http_flags "$v") $(inproc_flags) $LOOP_FLAGS
 		;;
 	*) die "unknown variant $v" ;;
 	esac
@@ -315,30 +345,34 @@ wait_ready() {
 # step_pass (0/1), step_rate (completed DORA/s), step_us (CPU µs per DORA)
 # and step_delay (ms).
 step() {
-	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split drop keptup note=""
+	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split drop keptup note="" l0 l1
+	l0=$(lookups "$v")
 	r=$(dora "$v" "$rate" "$secs") || die "$v: no perfdhcp result (see $work/perfdhcp.out and $work/$v-*.log)"
+	l1=$(lookups "$v")
 	read -r d o q a delay ticks split <<<"$r"
+	step_lpd=-
+	[[ -z $l0 || -z $l1 ]] || step_lpd=$(awk -v l="$((l1 - l0))" -v a="$a" 'BEGIN { printf "%.2f", a ? l / a : 0 }')
 	step_rate=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
 	step_us=$(awk -v t="$ticks" -v hz="$hz" -v a="$a" 'BEGIN { printf "%.1f", a ? t * 1e6 / hz / a : 0 }')
 	step_delay=$delay
 	drop=$(awk -v d="$d" -v a="$a" 'BEGIN { printf "%.2f", d ? 100 * (d - a) / d : 100 }')
 	keptup=$(awk -v d="$d" -v r="$rate" -v s="$secs" 'BEGIN { print (d >= 0.98 * r * s) ? 1 : 0 }')
 	step_pass=$(awk -v x="$drop" -v m="$MAX_DROP" -v k="$keptup" 'BEGIN { print (x < m && k) ? 1 : 0 }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" "$kind" "$rate" "$d" "$o" "$q" "$a" \
-		"$drop" "$step_rate" "$step_us" "$delay" "$keptup" "$split" >>"$steplog"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" "$kind" "$rate" "$d" "$o" "$q" "$a" \
+		"$drop" "$step_rate" "$step_us" "$delay" "$keptup" "$step_lpd" "$split" >>"$steplog"
 	((keptup)) || note=" (perfdhcp sent only $d of $((rate * secs)): client-bound)"
-	log "  $v #$rep $kind $rate/s: $step_rate DORA/s done, drops $drop %, $step_us us CPU/DORA, offer delay $delay ms$note"
+	log "  $v #$rep $kind $rate/s: $step_rate DORA/s done, drops $drop %, $step_us us CPU/DORA, offer delay $delay ms, lookups/DORA $step_lpd$note"
 }
 
 # Max-rate search state per variant: lo = highest passing rate, hi = lowest
 # failing rate (0: none yet), cur = next rate, best_* = figures at lo.
-declare -A lo hi cur best_rate best_us
+declare -A lo hi cur best_rate best_us best_lpd
 
 # advance VARIANT: updates the search after a step; returns 1 when done.
 advance() {
 	local v=$1 mid
 	if ((step_pass)); then
-		lo[$v]=${cur[$v]} best_rate[$v]=$step_rate best_us[$v]=$step_us
+		lo[$v]=${cur[$v]} best_rate[$v]=$step_rate best_us[$v]=$step_us best_lpd[$v]=$step_lpd
 	fi
 	if ((hi[$v] == 0)); then # growing
 		if ((step_pass)); then
@@ -378,15 +412,27 @@ for v in $VARIANTS; do
 done
 ((${#run[@]})) || die "no variant to run"
 
-printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tcpu_ticks\n' >"$steplog"
+printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tlookups/dora\tcpu_ticks\n' >"$steplog"
 : >"$work/results"
 for v in "${run[@]}"; do
 	log "starting $v on ${vaddr[$v]}"
 	start_variant "$v"
 done
+# Warm-up, also a cold-start figure: every client is new to the servers
+# (Kea allocates leases; the DHCP server's admission control limits
+# lookups for clients it has not answered yet), so run WARM_RATE DORA/s in
+# 10 s steps until one loses < MAX_DROP %.
+declare -A warm
 for v in "${run[@]}"; do
 	wait_ready "$v"
-	dora "$v" 3000 3 >/dev/null || true # warm-up: leases, caches, connections
+	t0=$SECONDS
+	while :; do
+		step "$v" 0 warmup "$WARM_RATE" 10
+		((step_pass)) && break
+		((SECONDS - t0 < WARM_TIMEOUT)) || die "$v still loses $WARM_RATE DORA/s after ${WARM_TIMEOUT}s of warm-up"
+	done
+	warm[$v]=$((SECONDS - t0))
+	log "$v warm: a 10 s run at $WARM_RATE DORA/s lost < $MAX_DROP % after ${warm[$v]} s"
 done
 log "variants: ${run[*]}; $REPEAT repetition(s), ${PERIOD}s steps taken in turn; servers on CPU $SERVER_CPU, perfdhcp on CPU $CLIENT_CPU"
 for rep in $(seq "$REPEAT"); do
@@ -397,7 +443,7 @@ for rep in $(seq "$REPEAT"); do
 	fi
 	active=()
 	for v in "${order[@]}"; do
-		lo[$v]=0 hi[$v]=0 cur[$v]=$START_RATE best_rate[$v]=0 best_us[$v]=0
+		lo[$v]=0 hi[$v]=0 cur[$v]=$START_RATE best_rate[$v]=0 best_us[$v]=0 best_lpd[$v]=-
 		active+=("$v")
 	done
 	# One step of each unfinished search in turn, so that all variants
@@ -413,7 +459,7 @@ for rep in $(seq "$REPEAT"); do
 	done
 	for v in "${order[@]}"; do
 		step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
-		printf '%s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "$step_delay" "$step_us" >>"$work/results"
+		printf '%s %s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "$step_delay" "$step_us" "${best_lpd[$v]}" >>"$work/results"
 		log "$v #$rep: max ${best_rate[$v]} DORA/s at < $MAX_DROP % drops, ${best_us[$v]} us CPU/DORA; at $DELAY_RATE/s: offer delay $step_delay ms, $step_us us CPU/DORA"
 		sleep 1
 	done
@@ -436,6 +482,7 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
 		v = $1; rep = $2
 		seen[v] = 1
 		rate[v] = rate[v] " " $3; us[v] = us[v] " " $4; dl[v] = dl[v] " " $5; usd[v] = usd[v] " " $6
+		if ($7 != "-") lpd[v] = lpd[v] " " $7
 		R[v, rep] = $3; U[v, rep] = $4; D[v, rep] = $5; reps[rep] = 1
 	}
 	END {
@@ -443,8 +490,8 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
 		names["loop"] = "full loop (DHCP + NATS + responder)"
 		names["loopoff"] = "full loop, availability features off"
 		names["inproc"] = "DHCP server, in-process backend"
-		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s |\n", maxdrop, drate, drate
-		print "|---|---|---|---|---|"
+		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, drate, drate
+		print "|---|---|---|---|---|---|"
 		nv = split("kea loop loopoff inproc", order, " ")
 		for (i = 1; i <= nv; i++) {
 			v = order[i]
@@ -460,12 +507,15 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
 			if (rr != "") {
 				rs = rs sprintf(" (%.2f×)", median(rr)); usx = usx sprintf(" (%.2f×)", median(ru)); ds = ds sprintf(" (%.2f×)", median(rd))
 			}
-			printf "| %s | %s | %s | %s | %.0f |\n", names[v], rs, usx, ds, ud
+			printf "| %s | %s | %s | %s | %.0f | %s |\n", names[v], rs, usx, ds, ud, (v in lpd) ? median(lpd[v]) : "–"
 		}
 	}' "$work/results"
 echo
-echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE}):"
+echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE} lookups/dora@max):"
 cat "$work/results"
+echo
+echo "warm-up (cold start: 10,000 new clients at $WARM_RATE DORA/s until a 10 s run loses < $MAX_DROP %):"
+for v in "${run[@]}"; do echo "  $v: ${warm[$v]} s"; done
 echo
 echo "steps (drop% = DORAs not completed; keptup 0 = perfdhcp could not send the rate; cpu_ticks per process, 1/$hz s):"
 column -t "$steplog" 2>/dev/null || cat "$steplog"
