@@ -152,6 +152,8 @@ type ResponderCollector struct {
 	stats func() responder.Stats
 
 	requests, errors, processing, inFlight, pending, dropped *prometheus.Desc
+	outcomes, replies, backendLatency, queueWait, queued     *prometheus.Desc
+	abandoned, abandonedTotal                                *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*ResponderCollector)(nil)
@@ -164,7 +166,15 @@ var _ prometheus.Collector = (*ResponderCollector)(nil)
 //	tinkerbell_responder_processing_seconds_total  time spent handling requests
 //	tinkerbell_responder_in_flight                 requests being handled now
 //	tinkerbell_responder_pending                   requests waiting in NATS' pending buffer (queue depth)
-//	tinkerbell_responder_dropped_total             requests NATS dropped because the buffer was full (sheds)
+//	tinkerbell_responder_dropped_total             requests NATS dropped because its pending buffer overflowed
+//	tinkerbell_responder_outcomes_total{outcome}   requests by how they ended (ok, not_found, bad_request, backend_error,
+//	                                               unavailable, timeout, shed, expired, no_reply, cancelled)
+//	tinkerbell_responder_replies_total{code}       replies sent by wire code ("0", "400", "404", "500", "503", "other")
+//	tinkerbell_responder_backend_duration_seconds  histogram of backend call durations
+//	tinkerbell_responder_queue_wait_seconds        histogram of the time requests waited for a worker
+//	tinkerbell_responder_queued                    requests waiting in the responder's queue (queue depth)
+//	tinkerbell_responder_abandoned                 backend calls that overran their deadline and still run
+//	tinkerbell_responder_abandoned_total           backend calls that overran their deadline
 func NewResponderCollector(s *responder.Server) *ResponderCollector {
 	return newResponderCollector(s.Stats, s.Subject())
 }
@@ -180,12 +190,21 @@ func newResponderCollector(stats func() responder.Stats, subject string) *Respon
 		inFlight:   desc(sub, "in_flight", "Requests being handled now.", nil, l),
 		pending:    desc(sub, "pending", "Requests waiting in the NATS pending buffer of the subscription.", nil, l),
 		dropped:    desc(sub, "dropped_total", "Requests NATS dropped because the pending buffer was full.", nil, l),
+
+		outcomes:       desc(sub, "outcomes_total", "Requests by how they ended.", []string{"outcome"}, l),
+		replies:        desc(sub, "replies_total", "Replies sent, by wire code.", []string{"code"}, l),
+		backendLatency: desc(sub, "backend_duration_seconds", "Duration of backend calls.", nil, l),
+		queueWait:      desc(sub, "queue_wait_seconds", "Time requests waited in the responder's queue for a worker.", nil, l),
+		queued:         desc(sub, "queued", "Requests waiting in the responder's queue.", nil, l),
+		abandoned:      desc(sub, "abandoned", "Backend calls that overran their deadline and still run.", nil, l),
+		abandonedTotal: desc(sub, "abandoned_total", "Backend calls that overran their deadline.", nil, l),
 	}
 }
 
 // Describe implements [prometheus.Collector].
 func (c *ResponderCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.requests, c.errors, c.processing, c.inFlight, c.pending, c.dropped} {
+	for _, d := range []*prometheus.Desc{c.requests, c.errors, c.processing, c.inFlight, c.pending, c.dropped,
+		c.outcomes, c.replies, c.backendLatency, c.queueWait, c.queued, c.abandoned, c.abandonedTotal} {
 		ch <- d
 	}
 }
@@ -200,6 +219,39 @@ func (c *ResponderCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending))
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
+	o := st.Outcomes
+	for _, v := range []struct {
+		label string
+		n     uint64
+	}{{"ok", o.OK}, {"not_found", o.NotFound}, {"bad_request", o.BadRequest}, {"backend_error", o.BackendError},
+		{"unavailable", o.Unavailable}, {"timeout", o.Timeout}, {"shed", o.Shed}, {"expired", o.Expired},
+		{"no_reply", o.NoReply}, {"cancelled", o.Cancelled}} {
+		ch <- prometheus.MustNewConstMetric(c.outcomes, prometheus.CounterValue, float64(v.n), v.label)
+	}
+	r := st.Replies
+	for _, v := range []struct {
+		label string
+		n     uint64
+	}{{"0", r.OK}, {"400", r.BadRequest}, {"404", r.NotFound}, {"500", r.Internal}, {"503", r.Unavailable}, {"other", r.Other}} {
+		ch <- prometheus.MustNewConstMetric(c.replies, prometheus.CounterValue, float64(v.n), v.label)
+	}
+	ch <- cumulativeHistogram(c.backendLatency, st.BackendLatency.Bounds, st.BackendLatency.Counts, st.BackendLatency.Count, st.BackendLatency.Sum)
+	ch <- cumulativeHistogram(c.queueWait, st.QueueWait.Bounds, st.QueueWait.Counts, st.QueueWait.Count, st.QueueWait.Sum)
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(c.abandoned, prometheus.GaugeValue, float64(st.Abandoned))
+	ch <- prometheus.MustNewConstMetric(c.abandonedTotal, prometheus.CounterValue, float64(st.AbandonedTotal))
+}
+
+// cumulativeHistogram returns a Prometheus histogram of cumulative counts
+// per bound.
+func cumulativeHistogram(d *prometheus.Desc, bounds []time.Duration, counts []uint64, count uint64, sum time.Duration) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(bounds))
+	for i, b := range bounds {
+		if i < len(counts) {
+			buckets[seconds(b)] = counts[i]
+		}
+	}
+	return prometheus.MustNewConstHistogram(d, count, seconds(sum), buckets)
 }
 
 // RequesterCollector exports the [natsbackend.Stats] of a requester.

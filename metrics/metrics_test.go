@@ -183,6 +183,24 @@ tinkerbell_responder_in_flight{subject="tinkerbell.dhcp.backend"} 0
 		t.Error(err)
 	}
 
+	for _, tc := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"tinkerbell_responder_outcomes_total", "outcome", "ok", 1},
+		{"tinkerbell_responder_outcomes_total", "outcome", "not_found", 1},
+		{"tinkerbell_responder_outcomes_total", "outcome", "shed", 0},
+		{"tinkerbell_responder_replies_total", "code", "404", 1},
+		{"tinkerbell_responder_replies_total", "code", "0", 1},
+	} {
+		if got := testutil.ToFloat64(constLabel(c, tc.name, tc.label, tc.value)); got != tc.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", tc.name, tc.label, tc.value, got, tc.want)
+		}
+	}
+	if n := histogramCount(t, c, "tinkerbell_responder_backend_duration_seconds"); n != 2 {
+		t.Errorf("responder backend_duration_seconds count = %d, want 2", n)
+	}
+
 	rc := metrics.NewRequesterCollector(req)
 	if problems, err := testutil.CollectAndLint(rc); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
