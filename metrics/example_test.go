@@ -35,10 +35,12 @@ func ExampleNewDHCPServerCollector() {
 	// tinkerbell_dhcp_lookup_duration_seconds HISTOGRAM
 	// tinkerbell_dhcp_lookup_errors_total COUNTER
 	// tinkerbell_dhcp_lookups_coalesced_total COUNTER
+	// tinkerbell_dhcp_lookups_in_flight GAUGE
 	// tinkerbell_dhcp_lookups_not_found_total COUNTER
 	// tinkerbell_dhcp_lookups_reused_total COUNTER
 	// tinkerbell_dhcp_lookups_total COUNTER
 	// tinkerbell_dhcp_packets_dropped_total COUNTER
 	// tinkerbell_dhcp_replies_sent_total COUNTER
 	// tinkerbell_dhcp_requests_received_total COUNTER
+	// tinkerbell_dhcp_requests_waiting GAUGE
 }

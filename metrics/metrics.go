@@ -81,7 +81,7 @@ type DHCPServerCollector struct {
 
 	received, answered, dropped                  *prometheus.Desc
 	lookups, coalesced, reused, notFound, errors *prometheus.Desc
-	latency                                      *prometheus.Desc
+	latency, inFlight, waiting                   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*DHCPServerCollector)(nil)
@@ -97,6 +97,8 @@ var _ prometheus.Collector = (*DHCPServerCollector)(nil)
 //	tinkerbell_dhcp_lookups_not_found_total         lookups without a reservation
 //	tinkerbell_dhcp_lookup_errors_total             lookups that failed or timed out
 //	tinkerbell_dhcp_lookup_duration_seconds         histogram of Backend call durations
+//	tinkerbell_dhcp_lookups_in_flight               Backend calls running now
+//	tinkerbell_dhcp_requests_waiting                requests waiting for a Backend call now
 func NewDHCPServerCollector(s *dhcpserver.Server) *DHCPServerCollector {
 	return newDHCPServerCollector(s.Stats)
 }
@@ -114,12 +116,14 @@ func newDHCPServerCollector(stats func() dhcpserver.Stats) *DHCPServerCollector 
 		notFound:  desc(sub, "lookups_not_found_total", "Backend lookups that found no reservation.", nil, nil),
 		errors:    desc(sub, "lookup_errors_total", "Backend lookups that failed or timed out.", nil, nil),
 		latency:   desc(sub, "lookup_duration_seconds", "Duration of Backend lookups.", nil, nil),
+		inFlight:  desc(sub, "lookups_in_flight", "Backend lookups running now.", nil, nil),
+		waiting:   desc(sub, "requests_waiting", "Requests waiting for a Backend lookup now, their own or a shared one.", nil, nil),
 	}
 }
 
 // Describe implements [prometheus.Collector].
 func (c *DHCPServerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.answered, c.dropped, c.lookups, c.coalesced, c.reused, c.notFound, c.errors, c.latency} {
+	for _, d := range []*prometheus.Desc{c.received, c.answered, c.dropped, c.lookups, c.coalesced, c.reused, c.notFound, c.errors, c.latency, c.inFlight, c.waiting} {
 		ch <- d
 	}
 }
@@ -144,6 +148,8 @@ func (c *DHCPServerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.BackendErrors))
 	h := st.LookupLatency
 	ch <- histogram(c.latency, h.Bounds, h.Counts, h.Count, h.Sum)
+	ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight))
+	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(st.Waiting))
 }
 
 // ResponderCollector exports the [responder.Stats] of a responder. Create

@@ -152,7 +152,7 @@ func TestResponderCollector(t *testing.T) {
 		t.Fatalf("lint: %v %v", problems, err)
 	}
 
-	req, err := natsbackend.New(natsbackend.Config{Conn: natstest.Connect(t, s)})
+	req, err := natsbackend.New(natsbackend.Config{Conn: natstest.Connect(t, s), HedgeDelay: -1}) // exact counts: no hedges
 	if err != nil {
 		t.Fatal(err)
 	}
