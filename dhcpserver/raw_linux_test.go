@@ -568,3 +568,50 @@ func TestRawHoldsPort67(t *testing.T) {
 		})
 	}
 }
+
+// TestRawConnPacketConn: a RawConn is a net.PacketConn: ReadFrom returns
+// a request's payload and UDP source, WriteTo sends a datagram from the
+// interface's address, port 67.
+func TestRawConnPacketConn(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix, AddrB: relayPrefix})
+	rc := openRaw(t, p.A)
+	defer rc.Close()
+	var uc *net.UDPConn
+	if err := p.B.NS.Do(func() error {
+		var err error
+		uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: relayPrefix.Addr().AsSlice(), Port: 68})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.WriteToUDPAddrPort([]byte("hello, server"), netip.AddrPortFrom(serverIP, 67)); err != nil {
+		t.Fatal(err)
+	}
+	rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1500)
+	n, from, err := rc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("ReadFrom: %v", err)
+	}
+	type got struct{ Payload, From string }
+	if diff := cmp.Diff(got{"hello, server", "198.18.0.2:68"}, got{string(buf[:n]), from.String()}); diff != "" {
+		t.Errorf("ReadFrom (-want +got):\n%s", diff)
+	}
+	if _, err := rc.WriteTo([]byte("hello, client"), from); err != nil {
+		t.Fatalf("WriteTo: %v", err)
+	}
+	uc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, src, err := uc.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if diff := cmp.Diff(got{"hello, client", "198.18.0.1:67"}, got{string(buf[:n]), src.String()}); diff != "" {
+		t.Errorf("datagram from WriteTo (-want +got):\n%s", diff)
+	}
+	rc.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, _, err := rc.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("ReadFrom after its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+}
