@@ -27,7 +27,8 @@
 #     RESOLUTION %), taking one PERIOD-second step of each variant in turn
 #     so that all see the same load from the rest of the machine; then runs
 #     DELAY_RATE DORA/s for DELAY_PERIOD seconds against each for the
-#     average DISCOVER->OFFER delay;
+#     average DISCOVER->OFFER delay, and LOAD_RATE DORA/s for 10 s for the
+#     CPU per DORA at the same load (less noisy than at each one's maximum);
 #   - first warms every variant up (and reports how long it took): all
 #     clients are new, Kea allocates leases and the DHCP server's admission
 #     control limits lookups for clients it has not answered yet
@@ -70,6 +71,7 @@ RESOLUTION=${RESOLUTION:-5}         # bisection stops at this gap (%)
 MAX_DROP=${MAX_DROP:-1}             # lost DORAs allowed (%)
 DELAY_RATE=${DELAY_RATE:-1000}      # rate of the delay run
 DELAY_PERIOD=${DELAY_PERIOD:-10}    # seconds of the delay run
+LOAD_RATE=${LOAD_RATE:-4000}        # fixed rate for comparing CPU per DORA (10 s runs)
 WARM_RATE=${WARM_RATE:-2000}        # warm-up rate (DORA/s), 10 s runs ...
 WARM_TIMEOUT=${WARM_TIMEOUT:-400}   # ... until one loses < MAX_DROP %, at most this long (s)
 AUTOGROUP_NICE=${AUTOGROUP_NICE:--15}
@@ -366,7 +368,7 @@ step() {
 
 # Max-rate search state per variant: lo = highest passing rate, hi = lowest
 # failing rate (0: none yet), cur = next rate, best_* = figures at lo.
-declare -A lo hi cur best_rate best_us best_lpd
+declare -A lo hi cur best_rate best_us best_lpd delay_ms delay_us
 
 # advance VARIANT: updates the search after a step; returns 1 when done.
 advance() {
@@ -459,8 +461,15 @@ for rep in $(seq "$REPEAT"); do
 	done
 	for v in "${order[@]}"; do
 		step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
-		printf '%s %s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "$step_delay" "$step_us" "${best_lpd[$v]}" >>"$work/results"
-		log "$v #$rep: max ${best_rate[$v]} DORA/s at < $MAX_DROP % drops, ${best_us[$v]} us CPU/DORA; at $DELAY_RATE/s: offer delay $step_delay ms, $step_us us CPU/DORA"
+		delay_ms[$v]=$step_delay delay_us[$v]=$step_us
+		sleep 1
+	done
+	for v in "${order[@]}"; do
+		step "$v" "$rep" load "$LOAD_RATE" 10
+		load_us=$step_us
+		((step_pass)) || load_us="$step_us*" # did not sustain LOAD_RATE
+		printf '%s %s %s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "${delay_ms[$v]}" "${delay_us[$v]}" "${best_lpd[$v]}" "$load_us" >>"$work/results"
+		log "$v #$rep: max ${best_rate[$v]} DORA/s at < $MAX_DROP % drops, ${best_us[$v]} us CPU/DORA; at $DELAY_RATE/s: offer delay ${delay_ms[$v]} ms, ${delay_us[$v]} us CPU/DORA; at $LOAD_RATE/s: $load_us us CPU/DORA"
 		sleep 1
 	done
 done
@@ -471,7 +480,7 @@ echo
 echo "perfdhcp relay mode, $HOSTS reserved MACs, servers pinned to CPU $SERVER_CPU, median of $REPEAT run(s)"
 echo "(ratio: median over repetitions of ours / Kea in the same repetition)"
 echo
-awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
+awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 	function median(list,   n, a, i, j, t) {
 		n = split(list, a, " ")
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -483,35 +492,40 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" '
 		seen[v] = 1
 		rate[v] = rate[v] " " $3; us[v] = us[v] " " $4; dl[v] = dl[v] " " $5; usd[v] = usd[v] " " $6
 		if ($7 != "-") lpd[v] = lpd[v] " " $7
-		R[v, rep] = $3; U[v, rep] = $4; D[v, rep] = $5; reps[rep] = 1
+		l = $8; if (l ~ /\*$/) { star[v] = 1; sub(/\*$/, "", l) }
+		ul[v] = ul[v] " " l
+		R[v, rep] = $3; U[v, rep] = $4; D[v, rep] = $5; L[v, rep] = l; reps[rep] = 1
 	}
 	END {
 		names["kea"] = "Kea 2.2 (memfile, reservations)"
 		names["loop"] = "full loop (DHCP + NATS + responder)"
 		names["loopoff"] = "full loop, availability features off"
 		names["inproc"] = "DHCP server, in-process backend"
-		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, drate, drate
-		print "|---|---|---|---|---|---|"
+		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | CPU µs/DORA at %d/s | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, lrate, drate, drate
+		print "|---|---|---|---|---|---|---|"
 		nv = split("kea loop loopoff inproc", order, " ")
 		for (i = 1; i <= nv; i++) {
 			v = order[i]
 			if (!(v in seen)) continue
-			rr = ""; ru = ""; rd = ""
+			rr = ""; ru = ""; rd = ""; rl = ""
 			if (v != "kea" && ("kea" in seen)) {
-				for (rep in reps) if ((v, rep) in R && ("kea", rep) in R && R["kea", rep] > 0 && U["kea", rep] > 0 && D["kea", rep] > 0) {
-					rr = rr " " R[v, rep] / R["kea", rep]; ru = ru " " U[v, rep] / U["kea", rep]; rd = rd " " D[v, rep] / D["kea", rep]
+				for (rep in reps) if ((v, rep) in R && ("kea", rep) in R && R["kea", rep] > 0 && U["kea", rep] > 0 && D["kea", rep] > 0 && L["kea", rep] > 0) {
+					rr = rr " " R[v, rep] / R["kea", rep]; ru = ru " " U[v, rep] / U["kea", rep]; rd = rd " " D[v, rep] / D["kea", rep]; rl = rl " " L[v, rep] / L["kea", rep]
 				}
 			}
 			r = median(rate[v]); u = median(us[v]); d = median(dl[v]); ud = median(usd[v])
+			ls = sprintf("%.0f%s", median(ul[v]), (v in star) ? "*" : "")
 			rs = sprintf("%d", r); usx = sprintf("%.0f", u); ds = sprintf("%.3f ms", d)
 			if (rr != "") {
-				rs = rs sprintf(" (%.2f×)", median(rr)); usx = usx sprintf(" (%.2f×)", median(ru)); ds = ds sprintf(" (%.2f×)", median(rd))
+				rs = rs sprintf(" (%.2f×)", median(rr)); usx = usx sprintf(" (%.2f×)", median(ru)); ds = ds sprintf(" (%.2f×)", median(rd)); ls = ls sprintf(" (%.2f×)", median(rl))
 			}
-			printf "| %s | %s | %s | %s | %.0f | %s |\n", names[v], rs, usx, ds, ud, (v in lpd) ? median(lpd[v]) : "–"
+			printf "| %s | %s | %s | %s | %s | %.0f | %s |\n", names[v], rs, usx, ls, ds, ud, (v in lpd) ? median(lpd[v]) : "–"
 		}
 	}' "$work/results"
 echo
-echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE} lookups/dora@max):"
+echo "* = lost >= $MAX_DROP % at $LOAD_RATE DORA/s in some repetition"
+echo
+echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE} lookups/dora@max us/dora@${LOAD_RATE}):"
 cat "$work/results"
 echo
 echo "warm-up (cold start: 10,000 new clients at $WARM_RATE DORA/s until a 10 s run loses < $MAX_DROP %):"
