@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/hostsfile"
 	natsbackend "github.com/tinkerbell/backend/nats"
@@ -77,11 +78,18 @@ func runDemo(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	defer dc.Close()
-	requester, err := natsbackend.New(natsbackend.Config{Conn: dc, Logger: log})
+	// The same availability pieces as the real DHCP server.
+	rcfg := requesterConfig(o, dc, log)
+	rcfg.Subject, rcfg.SubjectPrefix = "", ""
+	requester, err := natsbackend.New(rcfg)
 	if err != nil {
 		return err
 	}
-	cfg, err := demoDHCPConfig(o, requester, log)
+	lookups, err := newCache(o, requester, log)
+	if err != nil {
+		return err
+	}
+	cfg, err := demoDHCPConfig(o, lookups, log)
 	if err != nil {
 		return err
 	}
@@ -144,12 +152,15 @@ func runDemo(ctx context.Context, o *options, stdout io.Writer, log *slog.Logger
 	return nil
 }
 
-func demoDHCPConfig(o *options, b *natsbackend.Backend, log *slog.Logger) (dhcpserver.Config, error) {
+func demoDHCPConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Config, error) {
 	cfg := dhcpserver.Config{
 		Backend:       b,
 		ServerAddr:    netip.MustParseAddr("127.0.0.1"),
 		LookupTimeout: o.lookupTimeout,
 		Logger:        log,
+	}
+	if err := admission(o, &cfg); err != nil {
+		return cfg, err
 	}
 	cfg.Netboot.UserClass = o.userClass
 	// Hosts that may netboot but name no script get this one.

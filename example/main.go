@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/events"
 	"github.com/tinkerbell/backend/hostsfile"
@@ -100,16 +101,26 @@ type options struct {
 	udpAddr       string
 	serverAddr    string
 	lookupTimeout time.Duration
-	answerReuse   time.Duration
-	negativeTTL   time.Duration
-	minLookup     time.Duration
 	macBurst      int
-	unknownRate   float64
 	bootServer    string
 	tftpBase      string
 	httpBase      string
 	scriptURL     string
 	userClass     string
+
+	// Availability of the DHCP server (issue 9). Each is on by default;
+	// 0 turns a piece off.
+	natsHealth        bool          // natsbackend.ConnectionOptions on the DHCP server's connection
+	hedgeDelay        time.Duration // natsbackend.Config.HedgeDelay
+	attempts          int           // natsbackend.RetryPolicy.MaxAttempts
+	staleMaxAge       time.Duration // cache.Config.MaxAge
+	cacheSize         int           // cache.Config.MaxEntries
+	answerReuse       time.Duration // dhcpserver.Config.AnswerReuse
+	negativeTTL       time.Duration // dhcpserver.Config.NegativeTTL
+	minLookupInterval time.Duration // dhcpserver.Config.MinLookupInterval
+	unknownRate       float64       // dhcpserver.Config.UnknownLookupRate
+	knownTTL          time.Duration // dhcpserver.Config.KnownTTL
+	maxClients        int           // dhcpserver.Config.MaxClients
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -150,16 +161,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.udpAddr, "udp", "", "DHCP server: plain UDP listen address instead of -iface, e.g. 0.0.0.0:67 behind a relay")
 	fs.StringVar(&o.serverAddr, "server-addr", "", "DHCP server: our IPv4 address (server identifier, source of replies); default: the first IPv4 address of -iface")
 	fs.DurationVar(&o.lookupTimeout, "lookup-timeout", dhcpserver.DefaultLookupTimeout, "DHCP server: deadline of each backend lookup")
-	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: how long a lookup's answer serves the rest of the DORA (negative: off)")
-	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: how long a not-found answer is remembered (negative: off)")
-	fs.DurationVar(&o.minLookup, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: per-MAC limit, one lookup per interval after a burst (negative: off)")
 	fs.IntVar(&o.macBurst, "mac-lookup-burst", dhcpserver.DefaultMACLookupBurst, "DHCP server: per-MAC limit, the burst of lookups")
-	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (negative: no limit)")
 	fs.StringVar(&o.bootServer, "boot-server", "", "DHCP server: next-server (siaddr) for PXE ROMs; default the TFTP host or -server-addr")
 	fs.StringVar(&o.tftpBase, "tftp-base", "", "DHCP server: TFTP base URL of the iPXE binaries, e.g. tftp://198.18.0.1")
 	fs.StringVar(&o.httpBase, "http-base", "", "DHCP server: HTTP base URL of the iPXE binaries, e.g. http://198.18.0.1:8080/ipxe")
 	fs.StringVar(&o.scriptURL, "ipxe-script-url", "", "DHCP server: iPXE script URL when the backend sends none")
 	fs.StringVar(&o.userClass, "user-class", dhcpserver.DefaultUserClass, "DHCP server: iPXE user class that gets the script URL")
+
+	fs.BoolVar(&o.natsHealth, "nats-health", true, "-responder, DHCP server: connection health settings that notice a frozen NATS server within ~2s (ping 1s, 2 pings out, write timeout, reconnect jitter); false: nats.go's defaults")
+	fs.DurationVar(&o.hedgeDelay, "hedge-delay", natsbackend.DefaultHedgeDelay, "DHCP server: send a lookup again (to another responder) when no reply came within this; 0: no hedging")
+	fs.IntVar(&o.attempts, "lookup-attempts", natsbackend.DefaultMaxAttempts, "DHCP server: attempts per lookup, sharing -lookup-timeout; 1: no retries")
+	fs.DurationVar(&o.staleMaxAge, "stale-max-age", cache.DefaultMaxAge, "DHCP server: while the backend is unavailable, answer a known MAC from its last answer if younger than this, never with netboot; 0: off")
+	fs.IntVar(&o.cacheSize, "cache-size", cache.DefaultMaxEntries, "DHCP server: MAC addresses remembered for -stale-max-age (least recently used evicted)")
+	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: the OFFER's answer serves the REQUEST and retransmissions that follow (one lookup per DORA); 0: off")
+	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: remember a not-found MAC this long without asking the backend; 0: off")
+	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval; 0: no limit")
+	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (flood protection); 0: no limit")
+	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, no rate limit)")
+	fs.IntVar(&o.maxClients, "max-clients", dhcpserver.DefaultMaxClients, "DHCP server: clients remembered for -answer-reuse, -negative-ttl, -min-lookup-interval and -known-ttl")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -296,10 +315,16 @@ func runServer(ctx context.Context, o *options, log *slog.Logger) error {
 // keeps retrying while the server is away, so that the pieces may start in
 // any order.
 func connect(o *options, name string, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
+	var opts []nats.Option
+	if o.natsHealth {
+		// Notice a frozen or stalled NATS server within ~2 s and fail over
+		// (reconnect forever, with jitter); see natsbackend.ConnectionOptions.
+		opts = natsbackend.ConnectionOptions()
+	} else {
+		opts = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	}
+	opts = append(opts,
 		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -307,7 +332,7 @@ func connect(o *options, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	}
+	)
 	if o.natsCreds != "" {
 		opts = append(opts, nats.UserCredentials(o.natsCreds))
 	}
@@ -416,11 +441,10 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		LookupTimeout: o.lookupTimeout,
 		Logger:        log,
 
-		AnswerReuse:       o.answerReuse,
-		NegativeTTL:       o.negativeTTL,
-		MinLookupInterval: o.minLookup,
-		MACLookupBurst:    o.macBurst,
-		UnknownLookupRate: o.unknownRate,
+		MACLookupBurst: o.macBurst,
+	}
+	if err := admission(o, &cfg); err != nil {
+		return cfg, err
 	}
 	if o.udpAddr != "" {
 		ap, err := netip.ParseAddrPort(o.udpAddr)
@@ -473,11 +497,15 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	defer nc.Close()
-	requester, err := natsbackend.New(natsbackend.Config{Conn: nc, Subject: o.subject, SubjectPrefix: o.prefix, Logger: log})
+	requester, err := natsbackend.New(requesterConfig(o, nc, log))
 	if err != nil {
 		return err
 	}
-	cfg, _ := dhcpConfig(o, requester, log)
+	lookups, err := newCache(o, requester, log)
+	if err != nil {
+		return err
+	}
+	cfg, _ := dhcpConfig(o, lookups, log)
 	reg := prometheus.NewRegistry()
 	if o.events {
 		pub, err := events.New(events.Config{Conn: nc, SubjectPrefix: o.prefix, Logger: log})
