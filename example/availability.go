@@ -13,12 +13,14 @@ import (
 )
 
 // The DHCP server's availability pieces (issue 9), each on by default and
-// tuned or turned off by a flag where 0 means off. The libraries' configs
-// use 0 for "default" and a negative value for "off"; off maps 0 to -1.
+// tuned or turned off by a flag where 0 (or a negative value) means off.
+// The libraries' configs use 0 for "default" and a negative value for
+// "off"; off maps.
 
-// off maps a flag's "0 = off" to the libraries' "negative = off".
+// off maps a flag's "0 or negative = off" to the libraries' "negative =
+// off".
 func off[T ~int64 | ~float64 | ~int](v T) T {
-	if v == 0 {
+	if v <= 0 {
 		return -1
 	}
 	return v
@@ -68,15 +70,6 @@ func admission(o *options, cfg *dhcpserver.Config) error {
 	}
 	if o.maxClients <= 0 {
 		return usageError{fmt.Errorf("-max-clients %d: want a positive number", o.maxClients)}
-	}
-	for _, d := range []struct {
-		flag string
-		v    float64
-	}{{"-hedge-delay", float64(o.hedgeDelay)}, {"-stale-max-age", float64(o.staleMaxAge)}, {"-answer-reuse", float64(o.answerReuse)},
-		{"-negative-ttl", float64(o.negativeTTL)}, {"-min-lookup-interval", float64(o.minLookupInterval)}, {"-unknown-lookup-rate", o.unknownRate}} {
-		if d.v < 0 {
-			return usageError{fmt.Errorf("%s: negative; 0 turns it off", d.flag)}
-		}
 	}
 	cfg.AnswerReuse = off(o.answerReuse)
 	cfg.NegativeTTL = off(o.negativeTTL)

@@ -41,6 +41,11 @@ func TestAvailabilityFlags(t *testing.T) {
 			AnswerReuse: -1, NegativeTTL: -1, MinLookupInterval: -1, KnownTTL: dhcpserver.DefaultKnownTTL,
 			UnknownLookupRate: -1, MaxClients: dhcpserver.DefaultMaxClients, HedgeDelay: -1, MaxAttempts: 1, StaleMaxAge: -1,
 		}},
+		{"negative is off too", []string{"-answer-reuse", "-1ns", "-min-lookup-interval", "-1ns", "-stale-max-age", "-1s"}, knobs{
+			AnswerReuse: -1, NegativeTTL: dhcpserver.DefaultNegativeTTL, MinLookupInterval: -1, KnownTTL: dhcpserver.DefaultKnownTTL,
+			UnknownLookupRate: dhcpserver.DefaultUnknownLookupRate, MaxClients: dhcpserver.DefaultMaxClients,
+			HedgeDelay: natsbackend.DefaultHedgeDelay, MaxAttempts: natsbackend.DefaultMaxAttempts, StaleMaxAge: -1, Health: true,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,7 +109,7 @@ type options struct {
 	userClass     string
 
 	// Availability of the DHCP server (issue 9). Each is on by default;
-	// 0 turns a piece off.
+	// 0 (or a negative value) turns a piece off.
 	natsHealth        bool          // natsbackend.ConnectionOptions on the DHCP server's connection
 	hedgeDelay        time.Duration // natsbackend.Config.HedgeDelay
 	attempts          int           // natsbackend.RetryPolicy.MaxAttempts
@@ -169,14 +169,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.userClass, "user-class", dhcpserver.DefaultUserClass, "DHCP server: iPXE user class that gets the script URL")
 
 	fs.BoolVar(&o.natsHealth, "nats-health", true, "-responder, DHCP server: connection health settings that notice a frozen NATS server within ~2s (ping 1s, 2 pings out, write timeout, reconnect jitter); false: nats.go's defaults")
-	fs.DurationVar(&o.hedgeDelay, "hedge-delay", natsbackend.DefaultHedgeDelay, "DHCP server: send a lookup again (to another responder) when no reply came within this; 0: no hedging")
+	fs.DurationVar(&o.hedgeDelay, "hedge-delay", natsbackend.DefaultHedgeDelay, "DHCP server: send a lookup again (to another responder) when no reply came within this; 0 or negative: no hedging")
 	fs.IntVar(&o.attempts, "lookup-attempts", natsbackend.DefaultMaxAttempts, "DHCP server: attempts per lookup, sharing -lookup-timeout; 1: no retries")
-	fs.DurationVar(&o.staleMaxAge, "stale-max-age", cache.DefaultMaxAge, "DHCP server: while the backend is unavailable, answer a known MAC from its last answer if younger than this, never with netboot; 0: off")
+	fs.DurationVar(&o.staleMaxAge, "stale-max-age", cache.DefaultMaxAge, "DHCP server: while the backend is unavailable, answer a known MAC from its last answer if younger than this, never with netboot; 0 or negative: off")
 	fs.IntVar(&o.cacheSize, "cache-size", cache.DefaultMaxEntries, "DHCP server: MAC addresses remembered for -stale-max-age (least recently used evicted)")
-	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: the OFFER's answer serves the REQUEST and retransmissions that follow (one lookup per DORA); 0: off")
-	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: remember a not-found MAC this long without asking the backend; 0: off")
-	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval; 0: no limit")
-	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (flood protection); 0: no limit")
+	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: the OFFER's answer serves the REQUEST and retransmissions that follow (one lookup per DORA); 0 or negative: off")
+	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: remember a not-found MAC this long without asking the backend; 0 or negative: off")
+	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval; 0 or negative: no limit")
+	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (flood protection); 0 or negative: no limit")
 	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, no rate limit)")
 	fs.IntVar(&o.maxClients, "max-clients", dhcpserver.DefaultMaxClients, "DHCP server: clients remembered for -answer-reuse, -negative-ttl, -min-lookup-interval and -known-ttl")
 	if err := fs.Parse(args); err != nil {
@@ -524,7 +524,7 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(metrics.NewDHCPServerCollector(srv), metrics.NewRequesterCollector(requester))
+	reg.MustRegister(metrics.NewDHCPServerCollector(srv), metrics.NewRequesterCollector(requester), metrics.NewCacheCollector(lookups))
 	h := &health{nc: nc}
 	obs, err := startObserver(o.httpAddr, o.pprof, reg, h, log)
 	if err != nil {

@@ -77,7 +77,6 @@ func TestExitCodes(t *testing.T) {
 		{"bad server address", []string{"-udp", "127.0.0.1:0", "-server-addr", "x"}, exitUsage, "-server-addr"},
 		{"bad hosts file", []string{"-responder", "-hosts", bad}, exitUsage, "bad.yaml:3: host 52:54:00:66:ea:9a"},
 		{"missing hosts file", []string{"-demo", "-hosts", filepath.Join(t.TempDir(), "none.yaml")}, exitUsage, "no such file"},
-		{"negative stale age", []string{"-udp", "127.0.0.1:0", "-server-addr", "127.0.0.1", "-stale-max-age", "-1s"}, exitUsage, "-stale-max-age: negative"},
 		{"zero cache size", []string{"-udp", "127.0.0.1:0", "-server-addr", "127.0.0.1", "-cache-size", "0"}, exitUsage, "-cache-size 0"},
 		{"zero attempts", []string{"-udp", "127.0.0.1:0", "-server-addr", "127.0.0.1", "-lookup-attempts", "0"}, exitUsage, "-lookup-attempts 0"},
 		{"bad nats config", []string{"-server", "-nats-config", filepath.Join(t.TempDir(), "none.conf")}, exitUsage, "-nats-config"},
