@@ -192,8 +192,9 @@ func TestEndToEndWithRealClient(t *testing.T) {
 	}
 	resp := startResponder()
 	// Without answer reuse and the per-MAC limit, so that step 3 sees the
-	// responder's absence at once rather than the answer of step 1.
-	startChild(t, server.NS, "dhcp server", "-iface", server.Name, "-server-addr", "198.18.0.1", "-nats-url", natsURL, "-v",
+	// responder's absence at once (through the cache's last-known-good
+	// answer) rather than the answer of step 1.
+	dhcp := startChild(t, server.NS, "dhcp server", "-iface", server.Name, "-server-addr", "198.18.0.1", "-nats-url", natsURL, "-v",
 		"-answer-reuse", "-1ns", "-min-lookup-interval", "-1ns")
 
 	// 1. A real client gets exactly the hosts file's configuration.
@@ -231,12 +232,25 @@ func TestEndToEndWithRealClient(t *testing.T) {
 	}
 	setMAC(client.HardwareAddr.String())
 
-	// 3. The responder dies: no answers, then it is restarted and the next
-	//    exchange succeeds.
+	// 3. The responder dies: the known client keeps its address (the
+	//    DHCP server's last-known-good answer, logged as stale), an unknown
+	//    MAC still gets nothing; then the responder is restarted and the
+	//    next exchange succeeds.
 	resp.kill()
-	if vars, err := udhcpc(t, client, 2); err == nil {
-		t.Errorf("got a lease with no responder running: %v", vars)
+	vars, err = udhcpc(t, client, 4)
+	if err != nil {
+		t.Errorf("known client without a responder: %v (want its last-known-good address)", err)
+	} else if vars["ip"] != "198.18.0.50" || vars["boot_file"] != "" {
+		t.Errorf("known client without a responder: ip %q, boot file %q; want 198.18.0.50 and none", vars["ip"], vars["boot_file"])
 	}
+	if out := dhcp.out.String(); !strings.Contains(out, "serving last-known-good answers without netboot") {
+		t.Errorf("the DHCP server did not log its stale answer:\n%s", out)
+	}
+	setMAC("52:54:00:00:00:98")
+	if vars, err := udhcpc(t, client, 2); err == nil {
+		t.Errorf("unknown MAC got a lease with no responder running: %v", vars)
+	}
+	setMAC(client.HardwareAddr.String())
 	startResponder()
 	vars, err = udhcpc(t, client, 10)
 	if err != nil {
