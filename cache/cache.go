@@ -196,9 +196,12 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 			b.forget(string(req.MACAddress))
 		}
 		return d, n, err
-	case unavailable(err) && ctx.Err() == nil:
-		// The wrapped lookup gave up (or ran out of its shortened time)
-		// while the caller still waits: serve the last-known-good answer.
+	case unavailable(err) && !errors.Is(ctx.Err(), context.Canceled):
+		// The wrapped lookup gave up (or ran out of its shortened time):
+		// serve the last-known-good answer. Also when the caller's own
+		// deadline has just passed (a loaded machine may wake us late): a
+		// late answer is better than none if the caller still listens.
+		// Only a caller that cancelled gets the error.
 		if servable && b.now().Sub(cached.at) < b.maxAge {
 			b.staleServes.Add(1)
 			b.logStale(req.MACAddress, &cached, err)
@@ -208,7 +211,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		}
 		b.staleMisses.Add(1)
 	case unavailable(err):
-		b.staleMisses.Add(1) // the caller gave up; nobody to answer
+		b.staleMisses.Add(1) // the caller cancelled; nobody to answer
 	}
 	b.errors.Add(1)
 	return d, n, err

@@ -15,6 +15,9 @@
 //     ([Stats.StaleServes]) and logged (a warning at most once a second,
 //     each one at debug level). Other failures (a 500, a 400) are passed
 //     through: the backend answered, and what it said is not "try later".
+//     A caller that cancelled its context gets the error, not a stale
+//     answer; one whose deadline passed while the cache was waking up
+//     still gets it.
 //   - A stale answer is returned before the caller's deadline. When the
 //     cache holds an answer it could serve, the wrapped lookup gets a
 //     deadline [Config.Reserve] earlier than the caller's (at most a
