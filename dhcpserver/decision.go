@@ -74,35 +74,13 @@ func (s *Server) decide(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType,
 	if r.f != nil {
 		d.Trace = r.f.span
 	}
-	switch {
-	case r.payload != nil && r.typ == dhcpv4.MessageTypeOffer:
-		d.Kind, d.IP = DecisionOffer, netip.AddrFrom4(sc.yiaddr)
-	case r.payload != nil && r.typ == dhcpv4.MessageTypeAck && typ == dhcpv4.MessageTypeInform:
-		d.Kind, d.IP = DecisionInform, addr4(req.ClientIPAddr)
-	case r.payload != nil && r.typ == dhcpv4.MessageTypeAck:
-		d.Kind, d.IP = DecisionAck, netip.AddrFrom4(sc.yiaddr)
-	case r.payload != nil && r.typ == dhcpv4.MessageTypeNak:
-		d.Kind, d.IP = DecisionNak, requestedIP(req)
-		if !d.IP.IsValid() {
-			d.IP = addr4(req.ClientIPAddr)
-		}
-		if r.f != nil {
-			d.Reason = "the reservation is " + r.f.dhcp.IPAddress.Unmap().String()
-		}
-	case r.drop == DropNotFound:
-		d.Kind, d.Reason = DecisionNotFound, "no reservation"
-	case r.drop == DropBackend:
-		d.Kind = DecisionBackendError
-		if r.f != nil && r.f.err != nil {
-			d.Reason = r.f.err.Error()
-		}
-	case r.drop == DropNoAddress:
-		d.Kind, d.Reason = DecisionBackendError, "the reservation has no IPv4 address"
-	case r.drop == DropNoReply && typ == dhcpv4.MessageTypeRelease:
-		d.Kind, d.IP = DecisionRelease, addr4(req.ClientIPAddr)
-	case r.drop == DropNoReply && typ == dhcpv4.MessageTypeDecline:
-		d.Kind, d.IP, d.Reason = DecisionDecline, requestedIP(req), "address in use by another host"
-	default:
+	ok := false
+	if r.payload != nil {
+		ok = replied(&d, sc, req, r)
+	} else {
+		ok = stayedSilent(&d, req, r)
+	}
+	if !ok {
 		return // not a decision about the client: a drop counted in Stats
 	}
 	if sc.reused {
@@ -114,4 +92,51 @@ func (s *Server) decide(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType,
 		}
 	}
 	s.cfg.OnDecision(d)
+}
+
+// replied fills in d for a reply.
+func replied(d *Decision, sc *scratch, req *dhcpv4.DHCPv4, r result) bool {
+	switch r.typ {
+	case dhcpv4.MessageTypeOffer:
+		d.Kind, d.IP = DecisionOffer, netip.AddrFrom4(sc.yiaddr)
+	case dhcpv4.MessageTypeAck:
+		d.Kind, d.IP = DecisionAck, netip.AddrFrom4(sc.yiaddr)
+		if d.MessageType == dhcpv4.MessageTypeInform {
+			d.Kind, d.IP = DecisionInform, addr4(req.ClientIPAddr)
+		}
+	case dhcpv4.MessageTypeNak:
+		d.Kind, d.IP = DecisionNak, requestedIP(req)
+		if !d.IP.IsValid() {
+			d.IP = addr4(req.ClientIPAddr)
+		}
+		if r.f != nil {
+			d.Reason = "the reservation is " + r.f.dhcp.IPAddress.Unmap().String()
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// stayedSilent fills in d for a request that got no reply, when that was
+// a decision about the client.
+func stayedSilent(d *Decision, req *dhcpv4.DHCPv4, r result) bool {
+	switch {
+	case r.drop == DropNotFound:
+		d.Kind, d.Reason = DecisionNotFound, "no reservation"
+	case r.drop == DropBackend:
+		d.Kind = DecisionBackendError
+		if r.f != nil && r.f.err != nil {
+			d.Reason = r.f.err.Error()
+		}
+	case r.drop == DropNoAddress:
+		d.Kind, d.Reason = DecisionBackendError, "the reservation has no IPv4 address"
+	case r.drop == DropNoReply && d.MessageType == dhcpv4.MessageTypeRelease:
+		d.Kind, d.IP = DecisionRelease, addr4(req.ClientIPAddr)
+	case r.drop == DropNoReply && d.MessageType == dhcpv4.MessageTypeDecline:
+		d.Kind, d.IP, d.Reason = DecisionDecline, requestedIP(req), "address in use by another host"
+	default:
+		return false
+	}
+	return true
 }
