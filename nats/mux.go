@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 
@@ -36,7 +37,7 @@ const maxQueued = 4096
 // every queued publication), and the last one returns it to the pool.
 type call struct {
 	token uint64
-	reply string // reply subject of the first try: <inbox>.<token>
+	reply []byte // reply subject of the first try: <inbox>.<token>
 	buf   []byte // the request event
 	ch    chan delivery
 	timer *time.Timer
@@ -75,20 +76,21 @@ type mux struct {
 	running bool // a publisher goroutine is running
 	msg     nats.Msg
 	tmo     []string // the value of msg's HeaderTimeout header
+	lastMS  int64    // the budget tmo[0] holds
 
 	next  atomic.Uint64 // the last token handed out
 	calls sync.Pool     // of *call
 }
 
 func newMux(nc *nats.Conn, subject, inbox string) (*mux, error) {
-	m := &mux{conn: nc, subject: subject, inbox: inbox, waiting: map[uint64]*call{}, tmo: make([]string, 1)}
+	m := &mux{conn: nc, subject: subject, inbox: inbox, waiting: map[uint64]*call{}, tmo: make([]string, 1), lastMS: -1}
 	m.msg.Subject = subject
 	m.msg.Header = nats.Header{
 		backend.HeaderContentType: {backend.ContentType},
 		backend.HeaderTimeout:     m.tmo,
 	}
 	m.calls.New = func() any {
-		return &call{buf: make([]byte, 0, 512), ch: make(chan delivery, 8), timer: stoppedTimer()}
+		return &call{buf: make([]byte, 0, 512), reply: make([]byte, 0, 64), ch: make(chan delivery, 8), timer: stoppedTimer()}
 	}
 	sub, err := nc.Subscribe(inbox+".>", m.deliver)
 	if err != nil {
@@ -111,8 +113,7 @@ func (m *mux) get() (*call, error) {
 	c.refs.Store(1)
 	c.done.Store(false)
 	c.token = m.next.Add(1)
-	var b [64]byte
-	c.reply = string(strconv.AppendUint(append(append(b[:0], m.inbox...), '.'), c.token, 10))
+	c.reply = strconv.AppendUint(append(append(c.reply[:0], m.inbox...), '.'), c.token, 10)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -255,13 +256,18 @@ func (m *mux) publishOne(p *publication) {
 	if left < time.Millisecond {
 		return // the lookup's timers will see the attempt end
 	}
-	m.tmo[0] = strconv.FormatInt(left.Milliseconds(), 10)
-	m.msg.Data, m.msg.Reply = c.buf, c.reply
+	if ms := left.Milliseconds(); ms != m.lastMS {
+		// Consecutive budgets are mostly equal: reuse the text.
+		m.lastMS, m.tmo[0] = ms, strconv.FormatInt(ms, 10)
+	}
+	// The reply subject's text lives in c, which outlives this call;
+	// nats.go copies it into its buffer.
+	m.msg.Data, m.msg.Reply = c.buf, unsafe.String(unsafe.SliceData(c.reply), len(c.reply))
 	if p.try > 0 {
-		m.msg.Reply = c.reply + "." + strconv.Itoa(p.try)
+		m.msg.Reply = string(c.reply) + "." + strconv.Itoa(p.try)
 	}
 	err := m.conn.PublishMsg(&m.msg)
-	m.msg.Data = nil
+	m.msg.Data, m.msg.Reply = nil, ""
 	if err != nil {
 		m.mu.Lock()
 		if m.waiting[c.token] == c {
