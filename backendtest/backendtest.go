@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -129,6 +130,7 @@ var checks = []struct {
 	{"deadline", (*checker).deadline},
 	{"concurrent", (*checker).concurrent},
 	{"ownership", (*checker).ownership},
+	{"by-ip", (*checker).byIP},
 	{"odd-requests", (*checker).oddRequests},
 	{"wire", (*checker).wire},
 }
@@ -530,6 +532,60 @@ func scribble(d *backend.DHCP, n *backend.Netboot) {
 	for i := range n.OSIE.KernelParams {
 		n.OSIE.KernelParams[i] = "x" + n.OSIE.KernelParams[i]
 	}
+}
+
+// unknownIP is an address no reservation has: TEST-NET-1 (RFC 5737).
+var unknownIP = netip.MustParseAddr("192.0.2.1")
+
+// byIP looks up every reservation by its IP address: a backend answers
+// with that reservation, or says it cannot answer by IP (an error matching
+// backend.ErrNotFound or backend.ErrInvalidMessage); never another machine.
+func (k *checker) byIP() []string {
+	var out []string
+	ask := func(ip netip.Addr) (result, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
+		defer cancel()
+		r, ok := k.call(ctx, backend.DHCPRequest{IPAddress: ip})
+		switch {
+		case !ok:
+			return r, fmt.Sprintf("%s: Lookup by IP did not return within %v of its context's deadline (%v)", ip, k.slack, k.timeout)
+		case r.panic != "":
+			return r, fmt.Sprintf("%s: Lookup by IP panicked: %s", ip, r.panic)
+		case r.err != nil && !errors.Is(r.err, backend.ErrNotFound) && !errors.Is(r.err, backend.ErrInvalidMessage):
+			return r, fmt.Sprintf("%s: Lookup by IP returned %q; want an answer, or an error matching backend.ErrNotFound or backend.ErrInvalidMessage (the responder would answer %d)",
+				ip, r.err, backend.CodeOf(r.err))
+		}
+		return r, ""
+	}
+	for _, want := range k.res {
+		ip := want.DHCP.IPAddress
+		if !ip.IsValid() {
+			continue
+		}
+		r, p := ask(ip)
+		switch {
+		case p != "":
+		case r.err != nil:
+			// Cannot answer by IP: allowed.
+		case len(r.d.MACAddress) == 0:
+			p = fmt.Sprintf("%s: the answer by IP names no MACAddress: the DHCP server cannot tell which machine it is", ip)
+		default:
+			if p = compare(want, r); p != "" {
+				p = fmt.Sprintf("%s: by IP: %s", ip, p)
+			}
+		}
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	r, p := ask(unknownIP)
+	if p == "" && r.err == nil {
+		p = fmt.Sprintf("%s: answered an address no reservation has (MACAddress %s); want an error matching backend.ErrNotFound", unknownIP, r.d.MACAddress)
+	}
+	if p != "" {
+		out = append(out, p)
+	}
+	return out
 }
 
 // oddRequests are requests a backend may not expect.

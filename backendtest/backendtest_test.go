@@ -61,8 +61,15 @@ func (t *table) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.DH
 	}
 	t.mu.RLock()
 	r, ok := t.hosts[req.MACAddress.String()]
+	if req.IPAddress.IsValid() {
+		for _, h := range t.hosts {
+			if h.DHCP.IPAddress == req.IPAddress {
+				r, ok = h, true
+			}
+		}
+	}
 	t.mu.RUnlock()
-	if len(req.MACAddress) == 0 || !ok {
+	if (len(req.MACAddress) == 0 && !req.IPAddress.IsValid()) || !ok {
 		return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
 	}
 	d, n := r.DHCP, r.Netboot
@@ -131,6 +138,7 @@ func TestBrokenBackends(t *testing.T) {
 			want: map[string]string{
 				"answers":    `52:54:00:66:ea:9a: wrong answer: IPAddress = "198.18.0.99", want "198.18.0.10"`,
 				"concurrent": `wrong answer: IPAddress = "198.18.0.99"`,
+				"by-ip":      `198.18.0.10: by IP: 52:54:00:66:ea:9a: wrong answer: IPAddress = "198.18.0.99"`,
 				"ownership":  `the next answer differs`, // the answer differs anyway
 			},
 		},
@@ -146,6 +154,7 @@ func TestBrokenBackends(t *testing.T) {
 			want: map[string]string{
 				"not-found":  `00:00:5e:00:53:00: Lookup returned "no such host", which does not match backend.ErrNotFound (the responder would answer 500`,
 				"concurrent": `does not match backend.ErrNotFound`,
+				"by-ip":      `192.0.2.1: Lookup by IP returned "no such host"`,
 			},
 		},
 		{
@@ -161,6 +170,7 @@ func TestBrokenBackends(t *testing.T) {
 				"not-found":    `00:00:5e:00:53:00: answered an unknown MAC address (IPAddress 198.18.0.200)`,
 				"concurrent":   `answered an unknown MAC address`,
 				"odd-requests": `with no MAC address, Lookup answered with a reservation (IPAddress 198.18.0.200); want an error`,
+				"by-ip":        `192.0.2.1: answered an address no reservation has`,
 			},
 		},
 		{
@@ -197,6 +207,7 @@ func TestBrokenBackends(t *testing.T) {
 			}),
 			want: map[string]string{
 				"odd-requests": `with no MAC address, Lookup panicked: runtime error: index out of range [5] with length 0`,
+				"by-ip":        `198.18.0.10: Lookup by IP panicked: runtime error: index out of range [5] with length 0`,
 			},
 		},
 		{
@@ -239,8 +250,21 @@ func TestBrokenBackends(t *testing.T) {
 			want: map[string]string{
 				"answers":    `DefaultGateway = "2001:db8::1", want "198.18.0.1"`,
 				"concurrent": `DefaultGateway = "2001:db8::1"`,
+				"by-ip":      `DefaultGateway = "2001:db8::1"`,
 				"ownership":  `the next answer differs`,
 				"wire":       `52:54:00:66:ea:9a: the answer cannot be sent (the responder would answer 500): backend: invalid message: field "DefaultGateway" ("2001:db8::1"): not an IPv4 address`,
+			},
+		},
+		{
+			name: "answers by IP with another machine",
+			b: wrap(func(ctx context.Context, req backend.DHCPRequest, next backend.Backend) (backend.DHCP, backend.Netboot, error) {
+				if req.IPAddress == netip.MustParseAddr("198.18.0.10") {
+					return next.Lookup(ctx, backend.DHCPRequest{MACAddress: mac2})
+				}
+				return next.Lookup(ctx, req)
+			}),
+			want: map[string]string{
+				"by-ip": `198.18.0.10: by IP: 52:54:00:66:ea:9a: wrong answer: MACAddress = "52:54:00:66:ea:9b", want "52:54:00:66:ea:9a", IPAddress = "198.18.0.11", want "198.18.0.10"`,
 			},
 		},
 		{
@@ -255,6 +279,7 @@ func TestBrokenBackends(t *testing.T) {
 			want: map[string]string{
 				"answers":    `52:54:00:66:ea:9a: wrong answer: MACAddress = "52:54:00:66:ea:9b", want "52:54:00:66:ea:9a"`,
 				"concurrent": `MACAddress = "52:54:00:66:ea:9b"`,
+				"by-ip":      `MACAddress = "52:54:00:66:ea:9b"`,
 				"ownership":  `the next answer differs`,
 			},
 		},
@@ -287,7 +312,7 @@ func TestBrokenBackends(t *testing.T) {
 
 func isCheck(name string) bool {
 	switch name {
-	case "answers", "not-found", "cancel", "deadline", "concurrent", "ownership", "odd-requests", "wire":
+	case "answers", "not-found", "cancel", "deadline", "concurrent", "ownership", "by-ip", "odd-requests", "wire":
 		return true
 	}
 	return false

@@ -32,6 +32,12 @@
 //     the right answers.
 //   - ownership: Lookup does not modify the request, and the caller may
 //     modify what Lookup returned without changing later answers.
+//   - by-ip: a lookup by IP address ([backend.DHCPRequest].IPAddress) of
+//     each reservation's address gets that reservation, with its MAC
+//     address, or an error matching [backend.ErrNotFound] or
+//     [backend.ErrInvalidMessage] from a backend that cannot answer by IP;
+//     never another machine. An address no reservation has is not
+//     answered.
 //   - odd-requests: requests a backend may not expect (no MAC address,
 //     8- and 20-byte hardware addresses, the broadcast address, a malformed
 //     traceparent) neither panic nor hang, and a request without a MAC

@@ -65,6 +65,8 @@ func ExampleTestBackend_broken() {
 	// not-found: 00:00:5e:00:53:01: Lookup returned "not found", which does not match backend.ErrNotFound (the responder would answer 500, and the DHCP server log a failure)
 	// concurrent: with 1 goroutines: 52:54:00:66:ea:9a: wrong answer: LeaseTime = 60, want 3600
 	// ownership: 52:54:00:66:ea:9a: after the caller modified the slices and URL of an answer, the next answer differs: Lookup must return copies, not its own data: 52:54:00:66:ea:9a: wrong answer: LeaseTime = 60, want 3600
+	// by-ip: 198.18.0.10: Lookup by IP returned "not found"; want an answer, or an error matching backend.ErrNotFound or backend.ErrInvalidMessage (the responder would answer 500)
+	// by-ip: 192.0.2.1: Lookup by IP returned "not found"; want an answer, or an error matching backend.ErrNotFound or backend.ErrInvalidMessage (the responder would answer 500)
 }
 
 // TestHosts is how a backend author runs the checks.
