@@ -178,3 +178,39 @@ func TestServerAddrDefault(t *testing.T) {
 		t.Errorf("option 54 (-want +got):\n%s", diff)
 	}
 }
+
+// TestShutdownWaitsForLookups: a lookup whose request gave up still runs
+// (others may share it); Shutdown waits for it, within its context.
+func TestShutdownWaitsForLookups(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		close(started)
+		<-release
+		return reservation(), backend.Netboot{}, nil
+	})
+	s := newTestServer(t, testConfig(be))
+	ctx, cancel := context.WithCancel(t.Context())
+	gave := make(chan *dhcpv4.DHCPv4)
+	go func() {
+		p, _ := s.Handle(ctx, request(macKnown, dhcpv4.MessageTypeDiscover))
+		gave <- p
+	}()
+	<-started
+	cancel()
+	if p := <-gave; p != nil {
+		t.Fatalf("a request that gave up got %v", p.Summary())
+	}
+	short, cancelShort := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancelShort()
+	if err := s.Shutdown(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with the lookup running = %v, want context.DeadlineExceeded", err)
+	}
+	close(release)
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if st := s.Stats(); st.InFlight != 0 || st.Lookups != 1 {
+		t.Errorf("InFlight %d, Lookups %d; want 0, 1", st.InFlight, st.Lookups)
+	}
+}

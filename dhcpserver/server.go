@@ -117,7 +117,8 @@ func (s *Server) Serve(conn net.PacketConn) error {
 }
 
 // Shutdown stops reading packets and waits for the packets being handled
-// to be answered; then Serve returns [ErrServerClosed]. If ctx ends first,
+// to be answered and the lookups still running to end; then Serve
+// returns [ErrServerClosed]. If ctx ends first,
 // Shutdown returns ctx's error and leaves the packets being handled to
 // finish (or [Server.Close] to end them), as [net/http.Server.Shutdown]
 // does.
@@ -130,11 +131,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		s.cancel()
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Lookups whose requests gave up (Handle callers) may still run;
+	// wait for them as http.Server waits for idle connections: polling,
+	// with a backoff.
+	wait := time.Millisecond
+	for s.stats.inflight.Load() > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+	s.cancel()
+	return nil
 }
 
 // Close stops the server now: it closes its sockets and cancels running
