@@ -60,19 +60,30 @@ const (
 )
 
 // DefaultBinaries maps client architectures (DHCP option 93, RFC 4578 and
-// the IANA registry) to iPXE binaries. It is what [NetbootConfig].Binaries
-// defaults to; an architecture missing from the map gets no boot file.
+// the IANA registry) to iPXE binaries: the Tinkerbell DHCP server's map.
+// It is what [NetbootConfig].Binaries defaults to; an architecture missing
+// from the map gets the boot file "/netboot-not-allowed" (unless the
+// reservation names an IPXEBinary).
 func DefaultBinaries() map[iana.Arch]string {
 	return map[iana.Arch]string{
-		iana.INTEL_X86PC:     "undionly.kpxe", // 0: legacy BIOS
-		iana.EFI_IA32:        "ipxe.efi",      // 6
-		iana.EFI_X86_64:      "ipxe.efi",      // 7
-		iana.EFI_BC:          "ipxe.efi",      // 9: x86-64 UEFI, as many firmwares send it
-		iana.EFI_X86_HTTP:    "ipxe.efi",      // 15
-		iana.EFI_X86_64_HTTP: "ipxe.efi",      // 16
-		iana.EFI_ARM64:       "snp-arm64.efi", // 11
-		iana.EFI_ARM64_HTTP:  "snp-arm64.efi", // 19
-		iana.Arch(41):        "snp-arm64.efi", // ARM rpiboot
+		iana.INTEL_X86PC:       "undionly.kpxe", // 0: legacy BIOS
+		iana.NEC_PC98:          "undionly.kpxe", // 1
+		iana.EFI_ITANIUM:       "undionly.kpxe", // 2
+		iana.DEC_ALPHA:         "undionly.kpxe", // 3
+		iana.ARC_X86:           "undionly.kpxe", // 4
+		iana.INTEL_LEAN_CLIENT: "undionly.kpxe", // 5
+		iana.EFI_IA32:          "ipxe.efi",      // 6
+		iana.EFI_X86_64:        "ipxe.efi",      // 7
+		iana.EFI_XSCALE:        "ipxe.efi",      // 8
+		iana.EFI_BC:            "ipxe.efi",      // 9: x86-64 UEFI, as many firmwares send it
+		iana.EFI_ARM32:         "snp-arm64.efi", // 10
+		iana.EFI_ARM64:         "snp-arm64.efi", // 11
+		iana.EFI_X86_HTTP:      "ipxe.efi",      // 15
+		iana.EFI_X86_64_HTTP:   "ipxe.efi",      // 16
+		iana.EFI_ARM32_HTTP:    "snp-arm64.efi", // 18
+		iana.EFI_ARM64_HTTP:    "snp-arm64.efi", // 19
+		iana.INTEL_X86PC_HTTP:  "undionly.kpxe", // 20
+		iana.Arch(41):          "snp-arm64.efi", // ARM rpiboot (and every Raspberry Pi, by MAC prefix)
 	}
 }
 
@@ -179,6 +190,10 @@ type Config struct {
 	// Netboot configures PXE and iPXE clients.
 	Netboot NetbootConfig
 
+	// SyslogServer, when set, is sent as option 7 (log server) in every
+	// reply that carries configuration (not in proxy mode).
+	SyslogServer netip.Addr
+
 	// TracerProvider, when set, starts a span around each Backend lookup.
 	// Whether set or not, a valid span context in the lookup's context
 	// (from the tracer, or from the ctx given to [Server.Handle]) is sent
@@ -202,26 +217,35 @@ type Config struct {
 //
 // What a netboot client gets (as the Tinkerbell DHCP server does it):
 //   - a PXE ROM (option 60 "PXEClient…"): the binary name for its
-//     architecture (see Binaries) in the file field, to fetch by TFTP from
-//     next-server (siaddr);
+//     architecture (see Binaries; the reservation's IPXEBinary overrides
+//     it) in the file field, to fetch by TFTP from next-server (siaddr);
 //   - stock iPXE (option 77 "iPXE"): the full URL of the binary:
-//     TFTPBaseURL + "/" + binary when TFTPBaseURL is set, otherwise
-//     HTTPBaseURL + "/" + binary;
+//     TFTPBaseURL/<mac>/<binary> when TFTPBaseURL is set, otherwise
+//     HTTPBaseURL/<mac>/<binary> (the MAC address as MACFormat says);
 //   - iPXE with the custom user class (UserClass): the iPXE script URL of
-//     the reservation, or IPXEScriptURL when the Backend gives none;
-//   - a UEFI HTTP boot client (option 60 "HTTPClient…"): HTTPBaseURL + "/" +
-//     binary, and option 60 "HTTPClient" echoed;
+//     the reservation, verbatim, or IPXEScriptURL when the Backend gives
+//     none;
+//   - a UEFI HTTP boot client (option 60 "HTTPClient…"):
+//     HTTPBaseURL/<mac>/<binary>, and option 60 "HTTPClient" echoed;
 //
 // plus option 43 sub-option 6 = 8 (PXE boot server discovery off: use the
-// boot file) and sub-option 69 = the lookup's binary traceparent (26
-// bytes: version, trace id, span id, flags) when the lookup is traced, and
-// for iPXE clients option 175 sub-option 176 = 1 (no-pxedhcp: do not wait
-// for ProxyDHCP offers).
+// boot file), sub-option 69 = the lookup's binary traceparent (26 bytes:
+// version, trace id, span id, flags) when the lookup is traced,
+// sub-option 116 = the reservation's VLANID, and for iPXE clients option
+// 175 sub-option 176 = 1 (no-pxedhcp: do not wait for ProxyDHCP offers).
+// A Raspberry Pi, known by its MAC address prefix, counts as architecture
+// 41 whatever its option 93 says, and gets option 43 sub-options 9 (a boot
+// menu entry "Raspberry Pi Boot") and 10 (menu prompt "PXE"), without
+// which its bootloader ignores the offer.
 //
-// A reservation with AllowNetboot false, a client that is not a netboot
-// client, an unknown architecture, or a missing URL for the client's boot
-// method: the client gets its address and configuration only, with an
-// empty file field, siaddr 0.0.0.0 and no options 43, 60 or 175.
+// A netboot client whose reservation has AllowNetboot false, or whose
+// architecture has no binary, gets the boot file "/netboot-not-allowed"
+// and siaddr 0.0.0.0 (and option 60 "HTTPClient" if it is one), so that
+// its boot fails at once. A client that is not a netboot client, or one
+// for whose boot method no URL is configured, gets its address and
+// configuration only: an empty file field, siaddr 0.0.0.0 and no options
+// 43, 60 or 175. A reservation with TFTPServerName or BootFileName (and
+// AllowNetboot) gets options 66 and 67 instead of all of the above.
 type NetbootConfig struct {
 	// NextServer is sent as siaddr (the TFTP server of PXE ROMs). Zero
 	// means the host of TFTPBaseURL if it is an IPv4 address, otherwise
@@ -246,8 +270,15 @@ type NetbootConfig struct {
 	UserClass string
 
 	// IPXEScriptURL is the script URL sent when the Backend's
-	// IPXEScriptURL is nil. Nil means such clients get no boot file.
+	// IPXEScriptURL is empty. Nil means such clients get no boot file.
+	// Its text is url.URL.String(): a URL with iPXE settings such as
+	// ${mac} belongs in the reservation, whose URL is sent verbatim.
 	IPXEScriptURL *url.URL
+
+	// MACFormat is how the client's MAC address is written in the path of
+	// binary URLs (HTTPBaseURL/<mac>/<binary>, TFTPBaseURL/<mac>/<binary>).
+	// Empty means [MACColon]; [MACEmpty] leaves the segment out.
+	MACFormat MACFormat
 }
 
 // config is a validated Config with defaults applied: the server never
@@ -449,6 +480,12 @@ func checkNetboot(c *config) error {
 		if name == "" || len(name) > 100 {
 			return fmt.Errorf("Netboot.Binaries[%d] = %q: empty or too long", arch, name)
 		}
+	}
+	if !nb.MACFormat.valid() {
+		return fmt.Errorf("Netboot.MACFormat %q is not one of colon, dot, dash, no-delimiter, empty", nb.MACFormat)
+	}
+	if c.SyslogServer.IsValid() && !c.SyslogServer.Unmap().Is4() {
+		return fmt.Errorf("SyslogServer %v is not IPv4", c.SyslogServer)
 	}
 	c.userClass = nb.UserClass
 	if c.userClass == "" {

@@ -49,16 +49,41 @@
 // counted by reason in [Stats].Dropped.
 //
 // Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as
-// RFC 3397 asks) from the reservation, 54 (the server identifier), 58 and
-// 59 (renewal at 50 % and rebinding at 87.5 % of the lease), option 61
-// echoed (RFC 6842) and option 82 echoed last (RFC 3046). A reservation
-// with a zero lease time gets [Config].DefaultLeaseTime. Replies fit the
-// client's option 57, or 576 bytes without it; when they would not, the
-// least important options go first (options the client did not ask for in
-// option 55 before those it did), and a reply whose essential options do
-// not fit is not sent rather than sent corrupt.
+// RFC 3397 asks, a pointer only to identical bytes, so every name keeps
+// its spelling) and 121 (RFC 3442) from the reservation, 7 from
+// [Config].SyslogServer, 54 (the server identifier), 58 and 59 (renewal
+// at 50 % and rebinding at 87.5 % of the lease), option 61 echoed (RFC
+// 6842) and option 82 echoed last (RFC 3046). A reservation with a zero
+// lease time gets [Config].DefaultLeaseTime; one with Disabled set gets no
+// reply at all. Replies fit the client's option 57, or 576 bytes without
+// it. When the options do not fit the options field, the file and sname
+// header fields carry options too if the reply does not use them (option
+// overload, RFC 2132 §9.3, as dnsmasq does). Only when that is not enough
+// are options left out: the most important are placed first (options the
+// client asked for in option 55 before the others), and every option that
+// still fits is kept, so leaving out a long search list does not lose
+// options 58 and 59. A reply whose essential options do not fit is not
+// sent rather than sent corrupt.
 //
-// Netboot follows the Tinkerbell DHCP server; see [NetbootConfig].
+// Netboot follows the Tinkerbell DHCP server (smee, in the
+// tinkerbell/tinkerbell repository); see [NetbootConfig]. Where this
+// server differs from smee on purpose:
+//
+//   - options 58 and 59 are sent (RFC 2131 §4.4.5 defaults, which some
+//     clients need explicitly); smee sends neither;
+//   - option 43 carries no sub-option 69 when the lookup is not traced
+//     (smee sends 26 zero bytes), and carries the reservation's VLANID as
+//     sub-option 116, which iPXE reads as ${43.116} (smee never sends it);
+//   - iPXE clients get option 175 sub-option 176 = 1 (no-pxedhcp), so
+//     iPXE does not wait for ProxyDHCP offers;
+//   - INFORM gets an ACK (RFC 2131 §4.3.5); smee ignores it;
+//   - a zero LeaseTime means [Config].DefaultLeaseTime; smee sends a zero
+//     lease;
+//   - TFTPServerName and BootFileName (options 66 and 67) are sent only
+//     when AllowNetboot is true, so that an answer with netboot withheld
+//     (a stale cached answer, say) boots nothing; smee sends them
+//     regardless. When TFTPServerName is an IPv4 address it is siaddr too;
+//   - option 249 is not sent with 121, as smee does not either.
 //
 // Reply addressing is RFC 2131 §4.1: to the relay (giaddr:67) if there is
 // one, else to ciaddr:68 if set, else broadcast if the client set the

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/tinkerbell/backend"
 )
 
 // Options the server sends, and their importance when a reply must shrink
@@ -27,7 +29,7 @@ func importance(code uint8) int {
 	switch code {
 	case 1:
 		return 60
-	case 3:
+	case 3, 121:
 		return 55
 	case 6:
 		return 50
@@ -47,6 +49,8 @@ func importance(code uint8) int {
 		return 15
 	case 119:
 		return 10
+	case 7:
+		return 5
 	}
 	return 0
 }
@@ -63,11 +67,13 @@ type scratch struct {
 	ciaddr         [4]byte
 	flags          uint16
 	file           string
+	sname          string
 	reused         bool // the answer came from an earlier lookup (Stats.Reused)
 }
 
 type opt struct {
 	code     uint8
+	field    uint8 // inOptions, inFile or inSname
 	prio     int16
 	off, end int32
 }
@@ -99,6 +105,7 @@ func (sc *scratch) reset() {
 	sc.yiaddr, sc.siaddr, sc.ciaddr = [4]byte{}, [4]byte{}, [4]byte{}
 	sc.flags = 0
 	sc.file = ""
+	sc.sname = ""
 	sc.reused = false
 }
 
@@ -141,6 +148,24 @@ func (sc *scratch) addString(code uint8, prio int, s string) {
 	off := sc.begin()
 	sc.arena = append(sc.arena, s...)
 	sc.commit(code, prio, off)
+}
+
+// addRoutes appends option 121 in the RFC 3442 encoding: per route, the
+// prefix length, the significant octets of the destination, the router.
+func (sc *scratch) addRoutes(prio int, routes []backend.Route) {
+	off := sc.begin()
+	for _, r := range routes {
+		dst, gw := r.Destination.Masked(), r.Router.Unmap()
+		if !dst.Addr().Is4() || !gw.Is4() {
+			continue
+		}
+		bits := dst.Bits()
+		a, g := dst.Addr().As4(), gw.As4()
+		sc.arena = append(sc.arena, byte(bits))
+		sc.arena = append(sc.arena, a[:(bits+7)/8]...)
+		sc.arena = append(sc.arena, g[:]...)
+	}
+	sc.commit(121, prio, off)
 }
 
 // addSearch appends option 119 in the RFC 1035 compressed encoding that
@@ -196,34 +221,59 @@ func dnsName(name string) bool {
 
 func (sc *scratch) findSuffix(name string) (int, bool) {
 	for _, s := range sc.sfx {
-		if strings.EqualFold(s.name, name) {
+		// Identical bytes only: a pointer makes the client read the
+		// earlier spelling, and names in search lists keep their case.
+		if s.name == name {
 			return s.off, true
 		}
 	}
 	return 0, false
 }
 
-// marshal writes the reply to sc.out after the header room, dropping the
-// least important options until the packet fits in limit bytes. It
-// returns the DHCP payload, or nil when even the mandatory options do not
-// fit.
+// The fields an option may go in: the options field, and with option
+// overload (RFC 2132 §9.3) the file and sname header fields, in the order
+// RFC 2131 §4.1 says clients read them.
+const (
+	inOptions uint8 = 0
+	inFile    uint8 = 1 // the bit of option 52's value
+	inSname   uint8 = 2
+)
+
+// Capacities for options in the file and sname fields, which each end in
+// an End option.
+const (
+	fileOptCap  = 128 - 1
+	snameOptCap = 64 - 1
+	snameOffset = 44  // of the sname field in the DHCP payload
+	fileOffset  = 108 // of the file field
+)
+
+// marshal writes the reply to sc.out after the header room, within limit
+// bytes. It returns the DHCP payload, or nil when even the mandatory
+// options do not fit.
+//
+// When the options do not fit the options field, the file and sname
+// header fields carry options too if the reply does not use them (option
+// overload, RFC 2132 §9.3, as dnsmasq does). Only when that is not enough
+// are options left out: the most important are placed first and every
+// option that still fits is kept, so leaving out one large option does
+// not lose smaller ones after it.
 func (sc *scratch) marshal(req *dhcpv4.DHCPv4, limit int) []byte {
 	size := dhcpHeader + 1 // End
 	for _, o := range sc.opts {
 		size += optLen(o)
 	}
-	for size > limit {
-		i := -1
-		for j, o := range sc.opts {
-			if o.prio >= 0 && (i < 0 || o.prio < sc.opts[i].prio) {
-				i = j
-			}
+	overload := uint8(0)
+	if size > limit && !sc.pack(limit) {
+		return nil
+	}
+	for _, o := range sc.opts {
+		switch o.field {
+		case inFile:
+			overload |= 1
+		case inSname:
+			overload |= 2
 		}
-		if i < 0 {
-			return nil
-		}
-		size -= optLen(sc.opts[i])
-		sc.opts = append(sc.opts[:i], sc.opts[i+1:]...)
 	}
 
 	b := sc.out[headroom:headroom]
@@ -239,21 +289,142 @@ func (sc *scratch) marshal(req *dhcpv4.DHCPv4, limit int) []byte {
 	copy(chaddr[:], req.ClientHWAddr)
 	b = append(b, chaddr[:]...)
 	var zero [128]byte
-	b = append(b, zero[:64]...) // sname
 	n := len(b)
+	b = append(b, zero[:64]...) // sname
+	copy(b[n:n+63], sc.sname)
+	n = len(b)
 	b = append(b, zero[:]...) // file
 	copy(b[n:n+127], sc.file)
 	b = append(b, 99, 130, 83, 99)
 	// 53 and 54 first, 82 last (RFC 3046 §2.1), the rest in code order.
 	slices.SortStableFunc(sc.opts, func(a, b opt) int { return cmp.Compare(rank(a.code), rank(b.code)) })
+	if overload != 0 {
+		b = append(b, 52, 1, overload)
+	}
 	for _, o := range sc.opts {
-		b = appendOpt(b, o.code, sc.arena[o.off:o.end])
+		if o.field == inOptions {
+			b = appendOpt(b, o.code, sc.arena[o.off:o.end])
+		}
 	}
 	b = append(b, 255)
+	for _, f := range [...]struct {
+		field uint8
+		off   int
+	}{{inFile, fileOffset}, {inSname, snameOffset}} {
+		if overload&f.field == 0 { // inFile = 1 and inSname = 2, as in option 52
+			continue
+		}
+		w := b[f.off:f.off] // written in place, within the field
+		for _, o := range sc.opts {
+			if o.field == f.field {
+				w = appendOpt(w, o.code, sc.arena[o.off:o.end])
+			}
+		}
+		_ = append(w, 255)
+	}
 	for len(b) < 300 { // BOOTP minimum, which some relays insist on
 		b = append(b, 0)
 	}
 	return b
+}
+
+// pack decides which options go in the reply and in which field, within
+// limit bytes; see marshal. Options are taken most important first, each
+// kept if the ones kept so far and it can still be placed; it reports
+// false when a mandatory option cannot. It runs only for replies that do
+// not fit the options field, so it may allocate.
+func (sc *scratch) pack(limit int) bool {
+	slices.SortStableFunc(sc.opts, func(a, b opt) int {
+		return cmp.Compare(prioKey(b.prio), prioKey(a.prio))
+	})
+	kept := make([]opt, 0, len(sc.opts))
+	for _, o := range sc.opts {
+		if sc.place(append(kept, o), limit) {
+			kept = append(kept, o)
+		} else if o.prio < 0 {
+			return false
+		}
+	}
+	sc.place(kept, limit) // sets the fields of the final set
+	sc.opts = append(sc.opts[:0], kept...)
+	return true
+}
+
+// place assigns opts to the options field and, if needed and free, the
+// file and sname fields (largest first, first fit), and reports whether
+// they all fit.
+func (sc *scratch) place(opts []opt, limit int) bool {
+	room := [3]int{inOptions: limit - dhcpHeader - 1}
+	total := 0
+	for _, o := range opts {
+		total += optLen(o)
+	}
+	if total <= room[inOptions] {
+		for i := range opts {
+			opts[i].field = inOptions
+		}
+		return true
+	}
+	room[inOptions] -= 3 // option 52
+	if sc.file == "" {
+		room[inFile] = fileOptCap
+	}
+	if sc.sname == "" {
+		room[inSname] = snameOptCap
+	}
+	order := make([]int, len(opts))
+	for i := range order {
+		order[i] = i
+	}
+	// Options that must stay in the options field first, then the
+	// largest first.
+	slices.SortStableFunc(order, func(a, b int) int {
+		fa, fb := fieldAllowed(opts[a]), fieldAllowed(opts[b])
+		if fa != fb {
+			if !fa {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(optLen(opts[b]), optLen(opts[a]))
+	})
+	for _, i := range order {
+		n := optLen(opts[i])
+		placed := false
+		for _, f := range [...]uint8{inOptions, inFile, inSname} {
+			if f != inOptions && !fieldAllowed(opts[i]) {
+				break
+			}
+			if n <= room[f] {
+				room[f] -= n
+				opts[i].field = f
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			return false
+		}
+	}
+	return true
+}
+
+// fieldAllowed reports whether o may go in the file or sname field: the
+// options a client needs before it looks there (53, 54) and the relay
+// agent option, which must come last in the options field, may not.
+func fieldAllowed(o opt) bool {
+	switch o.code {
+	case 53, 54, 82:
+		return false
+	}
+	return true
+}
+
+func prioKey(p int16) int {
+	if p < 0 {
+		return 1 << 20
+	}
+	return int(p)
 }
 
 func rank(code uint8) int {
@@ -303,4 +474,44 @@ func addr4(ip []byte) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
+}
+
+// unoverload gives reply (parsed from payload by a parser that does not
+// know option overload) the options that payload carries in its file and
+// sname fields, as a client reads them: values of an option found in
+// several places are concatenated (RFC 3396), the fields that carried
+// options are cleared, and option 52 is removed.
+func unoverload(reply *dhcpv4.DHCPv4, payload []byte) {
+	v := reply.Options[52]
+	if len(v) != 1 || len(payload) < dhcpHeader {
+		return
+	}
+	for _, f := range [...]struct {
+		field uint8
+		off   int
+		size  int
+	}{{inFile, fileOffset, 128}, {inSname, snameOffset, 64}} {
+		if v[0]&f.field == 0 {
+			continue
+		}
+		b := payload[f.off : f.off+f.size]
+		for len(b) > 0 && b[0] != 255 {
+			if b[0] == 0 {
+				b = b[1:]
+				continue
+			}
+			if len(b) < 2 || len(b) < 2+int(b[1]) {
+				break
+			}
+			code := b[0]
+			reply.Options[code] = append(reply.Options[code], b[2:2+int(b[1])]...)
+			b = b[2+int(b[1]):]
+		}
+		if f.field == inFile {
+			reply.BootFileName = ""
+		} else {
+			reply.ServerHostName = ""
+		}
+	}
+	delete(reply.Options, 52)
 }

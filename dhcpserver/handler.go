@@ -272,6 +272,9 @@ func (s *Server) reservation(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv
 		s.cfg.logger.Error("dhcp backend lookup failed", "mac", macText(req.ClientHWAddr), "error", f.err)
 		return f, DropBackend
 	}
+	if f.dhcp.Disabled {
+		return f, DropDisabled
+	}
 	if needIP && !f.dhcp.IPAddress.Unmap().Is4() {
 		s.cfg.logger.Error("dhcp reservation has no IPv4 address", "mac", macText(req.ClientHWAddr))
 		return f, DropNoAddress
@@ -346,6 +349,12 @@ func (s *Server) configuration(sc *scratch, req *dhcpv4.DHCPv4, d *backend.DHCP)
 	}
 	sc.addAddrs(42, sc.prio(req, 42), d.NTPServers...)
 	sc.addSearch(sc.prio(req, 119), d.DomainSearch)
+	if s.cfg.SyslogServer.IsValid() {
+		sc.addAddrs(7, sc.prio(req, 7), s.cfg.SyslogServer)
+	}
+	if len(d.ClasslessStaticRoutes) != 0 {
+		sc.addRoutes(sc.prio(req, 121), d.ClasslessStaticRoutes)
+	}
 }
 
 // requestedIP returns option 50, or the zero Addr.

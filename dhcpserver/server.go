@@ -317,7 +317,9 @@ func (s *Server) handlePacket(ctx context.Context, sc *scratch, pkt []byte) (res
 // context), bounded by Config.LookupTimeout, and returns nil when ctx ends
 // first; it counts in [Server.Stats] as a received packet
 // does. It is meant for tests and for embedding the server's logic in
-// another transport.
+// another transport. When the reply on the wire carries options in its
+// file and sname fields (option overload), the returned reply has them
+// in Options, as a client reads them, and no option 52.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, Destination) {
 	if req == nil {
 		s.drop(DropMalformed)
@@ -336,6 +338,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4
 		s.drop(DropMalformed)
 		return nil, Destination{}
 	}
+	unoverload(reply, r.payload)
 	s.stats.answered[r.typ].Add(1)
 	return reply, r.dst
 }

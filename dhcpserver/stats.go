@@ -31,12 +31,14 @@ const (
 	DropUnknownQueueFull DropReason = "unknown-queue-full" // from a client not answered recently, and its queue full
 	DropUnknownLimited   DropReason = "unknown-rate-limit" // from a client not answered recently, over Config.UnknownLookupRate
 	DropMACLimited       DropReason = "mac-rate-limit"     // over the per-MAC lookup limit (Config.MinLookupInterval, MACLookupBurst)
+
+	DropDisabled DropReason = "disabled" // the reservation says Disabled: the server stays silent
 )
 
 var dropReasons = [...]DropReason{
 	DropMalformed, DropNotRequest, DropHardware, DropOversize, DropMessageType, DropOtherServer,
 	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite, DropCanceled,
-	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited,
+	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited, DropDisabled,
 }
 
 // DropReasons returns every [DropReason], for metrics that want to

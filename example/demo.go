@@ -239,7 +239,7 @@ func demoDORA(ctx context.Context, addr *net.UDPAddr, mac net.HardwareAddr, user
 	if l.boot == "" {
 		l.boot = ack.BootFileName
 	}
-	if l.boot == "" {
+	if l.boot == "" || l.boot == "/netboot-not-allowed" { // the DHCP server's "may not netboot"
 		l.boot = "-"
 	}
 	return l, nil
