@@ -12,9 +12,12 @@
 //
 // The connection belongs to the caller: the [Backend] never closes it,
 // drains it or replaces its handlers, and many Backends (and responders) may
-// share one connection. Reconnection, TLS and authentication (nkeys, creds,
-// user and password) are configured on the connection with nats.go's
-// options.
+// share one connection; each Backend holds one subscription on it, for its
+// replies ([Backend.Close] releases it). Reconnection, TLS and
+// authentication (nkeys, creds, user and password) are configured on the
+// connection with nats.go's options; start from [ConnectionOptions]. New
+// logs a warning when the connection is not TLS and its server is not on a
+// loopback address.
 //
 // # Wire protocol
 //
@@ -43,6 +46,9 @@
 // response event, is larger than [backend.MaxEventSize], or answers for another
 // MAC address is an error matching [backend.ErrInvalidMessage] that says
 // what was wrong and quotes the start of the reply or the offending value.
+//// A lookup asks about exactly one of a MAC address or an IP address
+// ([backend.DHCPRequest.Validate]); an answer that does not match the
+// question ([backend.DHCPRequest.Match]) is rejected.
 //
 // # Deadlines that hold
 //
@@ -94,13 +100,35 @@
 // attempts; when that time runs out, Lookup returns [backend.ErrNoBackend]
 // (rather than waiting for the deadline when the next backoff would not
 // fit). Every other reply is final: an answer, 404, 400, 500 and any other
-// code. A reply that is not a valid response event, or answers for another
-// client, is rejected and counted; when no other request of the lookup is
-// still waiting, it is the lookup's error.
+// code. A reply that is not a valid response event is rejected and
+// counted; when no other request of the lookup is still waiting, it is the
+// lookup's error. An answer for another client (what a lookup sent by
+// someone else with our reply subject produces) is rejected, counted, and
+// the request sent again while the lookup's time lasts; if nothing better
+// comes, the lookup fails with it.
 //
 // When the caller's context ends, the error matches ctx.Err()
 // ([context.Canceled] or [context.DeadlineExceeded]) and
-// [backend.ErrUnavailable]. [Backend.Stats] counts lookups by outcome and
-// error code, requests, retries, hedges and hedge wins, and a latency
-// histogram.
+// [backend.ErrUnavailable].
+//
+// # Security
+//
+// Replies arrive on <[Config.InboxPrefix]>.<random id>.<token>: give each
+// DHCP server its own prefix and its credential subscribe permission on
+// that prefix only, so that no DHCP server can read another's answers (the
+// README's security section has the whole policy, tested in
+// TestPermissionMatrix). With [Config.TrustedKeys], only replies signed by
+// one of the keys over the request's id and the exact data bytes are
+// accepted; others fail with an error matching [backend.ErrBadSignature]
+// and the request is sent again while the lookup's time lasts.
+//
+// # Observing it
+//
+// [Backend.Stats] counts lookups by [Outcome] and error code, requests,
+// retries, "no responders" notices, hedges and the lookups they won,
+// rejected replies and a latency histogram. With [Config.TracerProvider]
+// each lookup is an OpenTelemetry span of kind client, with one event per
+// request ("attempt", "retry", "hedge"); its traceparent travels with the
+// request, so the responder's span is its child. Without a provider,
+// tracing costs nothing.
 package nats

@@ -85,3 +85,67 @@ func ExampleNew() {
 	}
 	fmt.Println(b.Subject())
 }
+
+// A DHCP server's connection: the health settings first, then the
+// deployment's own options (credentials, TLS), and its own inbox prefix
+// for the permission policy of the README.
+func ExampleConnectionOptions() {
+	opts := append(natsbackend.ConnectionOptions(),
+		nats.Name("dhcp-a"),
+		// nats.UserCredentials("/etc/tinkerbell/dhcp-a.creds"),
+		// nats.RootCAs("/etc/tinkerbell/ca.pem"),
+	)
+	nc, err := nats.Connect(nats.DefaultURL, opts...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := natsbackend.New(natsbackend.Config{Conn: nc, InboxPrefix: "_INBOX.dhcp-a"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	fmt.Println(b.Subject())
+}
+
+// Counters for a metrics exporter: lookups by outcome, requests, hedges.
+func ExampleBackend_Stats() {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv.Start()
+	defer srv.WaitForShutdown()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		log.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.Subscribe(backend.DefaultSubject, func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"specversion":"1.0","id":"1","source":"/example","type":"org.tinkerbell.dhcp.backend.response",
+			"data":{"Error":{"Code":404,"Message":"no reservation"}}}`))
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	b, err := natsbackend.New(natsbackend.Config{Conn: nc})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("52:54:00:66:ea:9a")
+	for range 3 {
+		_, _, _ = b.Lookup(context.Background(), backend.DHCPRequest{MACAddress: mac})
+	}
+	s := b.Stats()
+	fmt.Println("not found:", s.Lookups[natsbackend.OutcomeNotFound], "code 404:", s.Codes[backend.CodeNotFound])
+	fmt.Println("requests:", s.Requests, "hedges:", s.Hedges, "observed:", s.Latency.Count)
+	// Output:
+	// not found: 3 code 404: 3
+	// requests: 3 hedges: 0 observed: 3
+}
