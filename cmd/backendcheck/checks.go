@@ -124,6 +124,7 @@ func (c *checker) runAll(ctx context.Context) {
 		c.result(fmt.Sprintf("error-code %d", code), problems, fmt.Sprintf("%s answered with %d", mac, code))
 	}
 
+	c.checkByIP(ctx)
 	c.checkBudget(ctx, probe, code)
 	c.checkDiscovery(ctx)
 	c.checkSignatures()
@@ -354,6 +355,56 @@ func diff(want, got backend.Message) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// unknownIP is an address no reservation has: TEST-NET-1 (RFC 5737).
+var unknownIP = netip.MustParseAddr("192.0.2.1")
+
+// checkByIP looks up the addresses of the -want reservations by IP: the
+// answer is that machine's, or 404 or 400 from a responder that cannot
+// answer by IP; never another machine.
+func (c *checker) checkByIP(ctx context.Context) {
+	n := 0
+	for _, mac := range c.cfg.macs {
+		want, ok := c.cfg.want[mac.String()]
+		if !ok || !want.IPAddress.IsValid() {
+			continue
+		}
+		n++
+		ip := want.IPAddress
+		r := c.byIP(ip)
+		rep := c.send(ctx, r, c.cfg.timeout)
+		m, problems := c.judge(r, rep, mac, backend.CodeOK)
+		name := "by-ip " + ip.String()
+		switch code := m.Error.Code; {
+		case rep.err == nil && (code == backend.CodeNotFound || code == backend.CodeBadRequest):
+			_, problems = c.judge(r, rep, nil, code)
+			c.result(name, problems, fmt.Sprintf("does not answer by IP (%d): allowed", code))
+		case len(problems) == 0 && len(m.MACAddress) == 0:
+			c.line("FAIL", name, "the answer by IP names no MACAddress: the DHCP server cannot tell which machine it is")
+		default:
+			c.result(name, problems, fmt.Sprintf("answered with %s's reservation", mac))
+		}
+	}
+	if n == 0 {
+		c.line("SKIP", "by-ip", "no -want reservation with an IPAddress")
+		return
+	}
+	r := c.byIP(unknownIP)
+	rep := c.send(ctx, r, c.cfg.timeout)
+	m, problems := c.judge(r, rep, nil, backend.CodeNotFound)
+	if rep.err == nil && m.Error.Code == backend.CodeBadRequest {
+		_, problems = c.judge(r, rep, nil, backend.CodeBadRequest)
+	}
+	c.result("by-ip unknown "+unknownIP.String(), problems, strconv.Itoa(m.Error.Code))
+}
+
+// byIP is the request of a lookup by IP address.
+func (c *checker) byIP(ip netip.Addr) request {
+	id := c.ids.Next()
+	a := wire.Attrs{ID: id, Source: "/backendcheck", Type: backend.RequestEventType, Time: time.Now()}
+	body := wire.AppendRequest(nil, &a, nil, &backend.DHCPRequest{IPAddress: ip})
+	return request{id: id, budget: c.cfg.timeout, msg: &nats.Msg{Subject: c.cfg.subject, Header: c.header(c.cfg.timeout), Data: body}}
 }
 
 // checkBudget sends a request with a short budget: the reply must come

@@ -276,6 +276,7 @@ type breakage struct {
 	ignoreDelay time.Duration // takes this long whatever the budget
 	signer      *wire.Signer  // signs replies
 	tamper      bool          // changes the data after signing
+	otherByIP   bool          // answers lookups by IP with another machine
 }
 
 // serveBroken serves a deliberately broken responder on the default
@@ -290,6 +291,9 @@ func serveBroken(t *testing.T, nc *nats.Conn, b breakage) {
 		switch {
 		case err != nil:
 			m.Error = backend.Status{Code: backend.CodeBadRequest, Message: err.Error()}
+		case b.otherByIP && req.IPAddress.IsValid():
+			other, _ := net.ParseMAC("52:54:00:00:00:01")
+			m.DHCP = backend.DHCP{MACAddress: other, IPAddress: req.IPAddress}
 		case bytes.Equal(req.MACAddress, known):
 			m.DHCP = backend.DHCP{MACAddress: req.MACAddress, IPAddress: netip.MustParseAddr("198.18.0.10")}
 		case b.ok200:
@@ -397,6 +401,14 @@ func TestBrokenResponders(t *testing.T) {
 			},
 			alsoFail: []string{"form ", "budget "},
 			args:     []string{"-want", writeWant(t)},
+		},
+		{
+			name: "answers by IP with another machine",
+			b:    breakage{otherByIP: true},
+			args: []string{"-want", writeWant(t)},
+			want: map[string]string{"by-ip 198.18.0.10": `the answer is for 52:54:00:00:00:01, the question was 52:54:00:66:ea:9a`},
+			// 192.0.2.1 is "answered" too.
+			alsoFail: []string{"by-ip unknown"},
 		},
 		{
 			name: "ignores the budget",
