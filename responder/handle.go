@@ -35,6 +35,7 @@ const (
 	msgShedFull     = "responder: overloaded: the queue is full"
 	msgShedStuck    = "responder: backend unavailable: too many calls overran their deadline and still run"
 	msgShedDegraded = "responder: backend unavailable: its calls run into their deadlines"
+	msgShedShort    = "responder: overloaded: the time budget left is shorter than the backend's usual call"
 	msgExpired      = "responder: dropped: the time budget was spent before a backend call could start"
 	msgNoReply      = "responder: dropped a request without a reply subject"
 )
@@ -67,18 +68,21 @@ func (s *Server) receive(msg *nats.Msg) {
 	it := item{msg: msg, recv: recv, budget: budget, ok: ok}
 	if ok && s.overloaded(budget) {
 		s.shed(it, msgShedQueue)
+		s.pause()
 		return
 	}
 	select {
 	case s.requests <- it:
 	default:
 		s.shed(it, msgShedFull)
+		s.pause()
 	}
 }
 
 // overloaded reports whether a request with this budget, queued now, would
 // wait so long for a worker that the backend's usual call time no longer
-// fits in its budget.
+// fits in its budget. The usual call time is an exponentially weighted
+// average; calls cut short by their deadline may raise it, never lower it.
 func (s *Server) overloaded(budget time.Duration) bool {
 	svc := s.service.get()
 	if svc <= 0 {
@@ -92,7 +96,10 @@ func (s *Server) overloaded(budget time.Duration) bool {
 		return false
 	}
 	wait := time.Duration(ahead+1) * (svc / time.Duration(s.maxConc))
-	return wait+svc > budget
+	// A tenth of the budget is kept as a margin: the estimate knows
+	// neither how far the running calls are nor how much the budget
+	// shrank on the way.
+	return wait+svc > budget-budget/10
 }
 
 // shed answers a request 503 at once, from the callback.
@@ -201,12 +208,19 @@ func (s *Server) handle(it item) (leftBehind bool) {
 		s.fail(r, outShed, backend.CodeUnavailable, msgShedStuck)
 		return false
 	}
-	if s.health.Load() < 0 && !s.probe.Allow() {
-		// The backend's calls run into their deadlines: a worker waiting
-		// for one more would only answer 503 later, with the requester's
-		// budget spent. Answer now; a probe now and then finds out when
-		// the backend is back.
-		s.fail(r, outShed, backend.CodeUnavailable, msgShedDegraded)
+	// While the backend's calls run into their deadlines, and when what
+	// is left of the budget is shorter than the backend's usual call, a
+	// worker waiting for the call would only answer 503 later, with the
+	// requester's time spent: answer now, while the requester can retry
+	// elsewhere. A probe now and then finds out when the backend is back
+	// and keeps the usual call time current.
+	degraded, short := s.health.Load() < 0, left < s.service.get()
+	if (degraded || short) && !s.probe.Allow() {
+		if degraded {
+			s.fail(r, outShed, backend.CodeUnavailable, msgShedDegraded)
+		} else {
+			s.fail(r, outShed, backend.CodeUnavailable, msgShedShort)
+		}
 		return false
 	}
 	return s.call(r, deadline, left, grace(it.budget))
@@ -218,6 +232,7 @@ type call struct {
 	mu      sync.Mutex
 	started time.Time
 	seq     int64 // the number of the call, in the order calls started
+	ample   bool  // it had at least twice the usual call time
 	done    bool  // the backend returned before the watchdog fired
 	overran bool  // the watchdog fired first and answered
 }
@@ -228,7 +243,10 @@ type call struct {
 // worker, which is left behind until the backend returns.
 func (s *Server) call(r *request, deadline time.Time, left, grace time.Duration) (leftBehind bool) {
 	ctx, cancel := context.WithDeadline(r.ctx, deadline)
-	c := &call{started: time.Now(), seq: s.calls.Add(1)}
+	// A call that runs into its deadline says the backend is timing out
+	// only if it had ample time by the backend's usual standard, not when
+	// its requester left it little.
+	c := &call{started: time.Now(), seq: s.calls.Add(1), ample: left >= 2*s.service.get()}
 	watchdog := time.AfterFunc(left+grace, func() { s.overrun(r, c) })
 	d, n, err := s.lookup(ctx, r.req)
 	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
@@ -244,9 +262,15 @@ func (s *Server) call(r *request, deadline time.Time, left, grace time.Duration)
 		c.mu.Unlock()
 	}
 	took := time.Since(c.started)
-	s.service.observe(took)
+	if timedOut {
+		s.service.atLeast(took)
+	} else {
+		s.service.observe(took)
+	}
 	s.stats.backend.observe(took)
-	s.settle(c.seq, !timedOut)
+	if !timedOut || c.ample {
+		s.settle(c.seq, !timedOut)
+	}
 
 	if err != nil {
 		if s.closing() && errors.Is(err, context.Canceled) {
@@ -313,12 +337,14 @@ func (s *Server) overrun(r *request, c *call) {
 	}
 	c.overran = true
 	c.mu.Unlock()
-	s.settle(c.seq, false)
+	if c.ample {
+		s.settle(c.seq, false)
+	}
 	s.stats.inFlight.Add(-1)
 	s.abandoned.Add(1)
 	s.stats.abandoned.Add(1)
 	took := time.Since(c.started)
-	s.service.observe(took)
+	s.service.atLeast(took)
 	s.stats.backend.observe(took)
 	// The worker stays with the call: another one takes its place.
 	s.pool.running.Add(-1)

@@ -176,8 +176,17 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	sub       *nats.Subscription
 	discovery []*nats.Subscription
+
+	// The subscription to the subject: replaced when the responder steps
+	// out of its queue group and back (see sub.go).
+	subMu         sync.Mutex
+	sub           *subscription // the latest
+	openSubs      int           // subscriptions whose closed handler has not run
+	stopped       bool          // no new subscription: Shutdown, Close or a lost connection
+	inputClosed   bool          // subClosed is closed
+	droppedBefore int           // NATS drops on earlier subscriptions
+	paused        atomic.Bool   // the latest subscription is drained to step aside
 
 	// requests is the responder's queue, filled by the subscription's
 	// callback and emptied by the workers. subClosed is closed once the
@@ -351,23 +360,10 @@ const tracerName = "github.com/tinkerbell/backend/responder"
 // subscribe subscribes to the subject and the discovery subjects, and
 // flushes so that the NATS server knows them before New returns.
 func (s *Server) subscribe() error {
-	var err error
 	s.started = time.Now().UTC()
-	if s.queue == "" {
-		s.sub, err = s.nc.Subscribe(s.subject, s.receive)
-	} else {
-		s.sub, err = s.nc.QueueSubscribe(s.subject, s.queue, s.receive)
-	}
-	if err != nil {
-		return fmt.Errorf("responder: subscribing to %q: %w", s.subject, err)
-	}
-	// Called once the callback has returned for the last time, whether
-	// the subscription was drained, unsubscribed or lost with the
-	// connection.
-	s.sub.SetClosedHandler(func(string) { close(s.subClosed) })
-	if err := s.sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes); err != nil {
-		_ = s.sub.Unsubscribe()
-		return fmt.Errorf("responder: setting pending limits: %w", err)
+	var err error
+	if s.sub, err = s.subscribeRequests(); err != nil {
+		return err
 	}
 	if err := s.subscribeDiscovery(); err != nil {
 		_ = s.sub.Unsubscribe()
@@ -484,6 +480,7 @@ func (s *Server) work() (leftBehind bool) {
 	p := &s.pool
 	for {
 		var it item
+		s.resume()
 		p.idle.Add(1)
 		select {
 		case it = <-s.requests:
@@ -505,31 +502,11 @@ func (s *Server) work() (leftBehind bool) {
 		if s.handle(it) {
 			return true
 		}
+		s.resume() // before this worker may return
 		// The idle workers are waiting on the queue: one of them takes the
 		// next request, and one that takes it starts another if needed.
 		if p.idle.Load() > maxIdle {
 			return false
-		}
-	}
-}
-
-// watchSlowConsumer logs each time NATS starts dropping requests because
-// its pending buffer is full: the callback, which never blocks, could not
-// keep up with a flood.
-func (s *Server) watchSlowConsumer(stop <-chan struct{}) {
-	ch := s.sub.StatusChanged(nats.SubscriptionSlowConsumer)
-	for {
-		select {
-		case <-stop:
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			dropped, _ := s.sub.Dropped()
-			pending, _, _ := s.sub.Pending()
-			s.log.Error("responder: slow consumer: NATS is dropping requests faster than the responder can queue or shed them",
-				"subject", s.subject, "dropped_total", dropped, "pending", pending)
 		}
 	}
 }
@@ -558,12 +535,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Drain unsubscribes, lets the callback queue what is pending and
 		// then closes the subscription; the workers finish the queue and
 		// return.
-		if err := s.sub.Drain(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
-			// Without a drain the workers would wait forever: unsubscribe,
-			// which drops what NATS holds but lets queued and running
-			// requests finish.
-			s.log.Error("responder: draining subscription failed, unsubscribing", "subject", s.subject, "error", err)
-			_ = s.sub.Unsubscribe()
+		if err := s.stop(true); err != nil {
+			s.log.Error("responder: draining subscription failed, unsubscribed", "subject", s.subject, "error", err)
 		}
 	}
 	select {
@@ -600,8 +573,7 @@ func (s *Server) Close() error {
 func (s *Server) release() {
 	s.cancel()
 	s.stopDiscovery()
-	if err := s.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) &&
-		!errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionDraining) {
+	if err := s.stop(false); err != nil {
 		s.log.Error("responder: unsubscribing", "subject", s.subject, "error", err)
 	}
 }

@@ -766,7 +766,7 @@ func TestConcurrencyBound(t *testing.T) {
 			cur.Add(-1)
 			return backend.DHCP{}, backend.Netboot{}, nil
 		})})
-	req := requester(t, natsbackend.Config{Conn: nc, Timeout: 30 * time.Second})
+	req := requester(t, natsbackend.Config{Conn: nc, Timeout: 30 * time.Second, HedgeDelay: -1})
 	done := make(chan int, 1)
 	go func() { done <- lookups(t, req, n, n, nil) }()
 	unblock := sync.OnceFunc(func() { close(release) })
@@ -842,7 +842,7 @@ func TestQueueFull(t *testing.T) {
 	}
 	st := srv.Stats()
 	if st.Outcomes.Shed != n-3 || st.Queued != 2 || st.InFlight != 1 || st.Errors != n-3 {
-		t.Errorf("Stats: shed %d, queued %d, in flight %d, errors %d; want %d, 2, 1, %d", st.Outcomes.Shed, st.Queued, st.InFlight, st.Errors, n-3, n-3)
+		t.Errorf("Stats: shed %d, queued %d, in flight %d, errors %d; want %d, 2, 1, %d\n%+v", st.Outcomes.Shed, st.Queued, st.InFlight, st.Errors, n-3, n-3, st)
 	}
 	unblock()
 	for range 3 {

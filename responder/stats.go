@@ -73,6 +73,11 @@ type Stats struct {
 	MaxAbandoned   int
 	AbandonedTotal uint64
 
+	// Pauses counts the times the responder stepped out of its queue
+	// group because it was shedding, so that NATS sent the requests to
+	// other replicas until its queue was empty.
+	Pauses uint64
+
 	// BudgetsClamped counts requests whose [backend.HeaderTimeout] asked
 	// for more than [Config.MaxTimeout].
 	BudgetsClamped uint64
@@ -150,13 +155,11 @@ func (s *Server) Stats() Stats {
 	if p := c.lastError.Load(); p != nil {
 		st.LastError = *p
 	}
-	// Both fail only once the subscription is closed.
-	st.Pending, _, _ = s.sub.Pending()
-	st.Dropped, _ = s.sub.Dropped()
-	for x := range numOutcomes {
-		st.Requests += o(x)
-	}
-	st.Errors = st.Requests - st.Outcomes.OK + uint64(st.Dropped)
+	st.Pending, st.Dropped = s.natsQueue()
+	st.Pauses = c.pauses.Load()
+	oc := st.Outcomes
+	st.Requests = oc.OK + oc.NotFound + oc.BadRequest + oc.BackendError + oc.Unavailable + oc.Timeout + oc.Shed + oc.Expired + oc.NoReply + oc.Cancelled
+	st.Errors = st.Requests - oc.OK + uint64(st.Dropped)
 	st.Requests += uint64(st.Dropped)
 	if n := st.Requests - uint64(st.Dropped); n > 0 {
 		st.AverageProcessingTime = st.ProcessingTime / time.Duration(n)
@@ -200,6 +203,7 @@ type counters struct {
 	total     atomic.Int64     // nanoseconds from receipt to the end
 	abandoned atomic.Uint64
 	clamped   atomic.Uint64
+	pauses    atomic.Uint64
 	lastError atomic.Pointer[string]
 	backend   histogram
 	queueWait histogram
@@ -293,6 +297,15 @@ func (e *ewma) observe(d time.Duration) {
 		if e.v.CompareAndSwap(old, nv) {
 			return
 		}
+	}
+}
+
+// atLeast records a censored observation: a call cut short at d, whose
+// full duration is unknown but at least d. It may raise the average, never
+// lower it: calls cut short by small budgets say nothing about fast calls.
+func (e *ewma) atLeast(d time.Duration) {
+	if d > e.get() {
+		e.observe(d)
 	}
 }
 
