@@ -272,7 +272,7 @@ func TestNoQueue(t *testing.T) {
 			t.Errorf("queue group %q, want none", q)
 		}
 	}
-	req := requester(t, natsbackend.Config{Conn: nc})
+	req := requester(t, natsbackend.Config{Conn: nc, HedgeDelay: -1}) // one request, no hedge
 	if _, _, err := req.Lookup(t.Context(), backend.DHCPRequest{MACAddress: mustMAC(t, "52:54:00:00:0b:01")}); err != nil {
 		t.Fatal(err)
 	}

@@ -243,6 +243,12 @@ type call struct {
 // worker, which is left behind until the backend returns.
 func (s *Server) call(r *request, deadline time.Time, left, grace time.Duration) (leftBehind bool) {
 	ctx, cancel := context.WithDeadline(r.ctx, deadline)
+	if ctx.Err() != nil {
+		// The goroutine was held up since the budget was checked.
+		cancel()
+		s.drop(r, outExpired, msgExpired)
+		return false
+	}
 	// A call that runs into its deadline says the backend is timing out
 	// only if it had ample time by the backend's usual standard, not when
 	// its requester left it little.
