@@ -277,6 +277,30 @@ func natsServerOptions(o *options) (*server.Options, error) {
 	return opts, nil
 }
 
+// openToNetwork reports whether a server with opts accepts clients from
+// beyond this host without any authentication: it listens on a
+// non-loopback address (or on all addresses) and has no users, nkeys,
+// token, operator, auth callout or client certificates configured.
+func openToNetwork(opts *server.Options) bool {
+	if loopbackHost(opts.Host) {
+		return false
+	}
+	authenticated := opts.Username != "" || opts.Authorization != "" || len(opts.Users) > 0 || len(opts.Nkeys) > 0 ||
+		len(opts.TrustedOperators) > 0 || len(opts.TrustedKeys) > 0 || opts.AuthCallout != nil ||
+		opts.TLSVerify || opts.CustomClientAuthentication != nil
+	return !authenticated
+}
+
+// loopbackHost reports whether host names a loopback address only. The
+// empty host, like 0.0.0.0 and ::, means every address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && a.IsLoopback()
+}
+
 // startNATS starts an embedded NATS server and waits until it is ready.
 func startNATS(opts *server.Options, log *slog.Logger) (*server.Server, error) {
 	s, err := server.NewServer(opts)
@@ -304,6 +328,11 @@ func runServer(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	log.Info("nats server ready", "url", s.ClientURL())
+	if openToNetwork(opts) {
+		log.Warn("nats server: listening beyond loopback without authentication: anyone who can reach it can answer lookups and so decide what machines boot; "+
+			"give each role a user with permissions (-nats-config, see the README's security section), and sign answers (responder.Config.SigningKey)",
+			"host", opts.Host, "port", opts.Port)
+	}
 	<-ctx.Done()
 	log.Info("nats server shutting down")
 	s.Shutdown()

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 )
 
@@ -108,5 +111,59 @@ func TestServerAndResponderStopOnSignal(t *testing.T) {
 		if code := run(ctx, args, &stdout, &stderr); code != exitOK {
 			t.Errorf("%v: exit %d\n%s", args, code, &stderr)
 		}
+	}
+}
+
+// TestOpenToNetwork checks when -server warns that it listens beyond
+// loopback without authentication.
+func TestOpenToNetwork(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts server.Options
+		want bool
+	}{
+		{"loopback", server.Options{Host: "127.0.0.1"}, false},
+		{"loopback v6", server.Options{Host: "::1"}, false},
+		{"localhost", server.Options{Host: "localhost"}, false},
+		{"all addresses", server.Options{Host: "0.0.0.0"}, true},
+		{"all addresses v6", server.Options{Host: "::"}, true},
+		{"default host", server.Options{}, true},
+		{"lab address", server.Options{Host: "198.18.0.1"}, true},
+		{"user and password", server.Options{Host: "0.0.0.0", Username: "a", Password: "b"}, false},
+		{"users", server.Options{Host: "0.0.0.0", Users: []*server.User{{Username: "a"}}}, false},
+		{"nkeys", server.Options{Host: "0.0.0.0", Nkeys: []*server.NkeyUser{{Nkey: "U..."}}}, false},
+		{"token", server.Options{Host: "0.0.0.0", Authorization: "t"}, false},
+		{"client certificates", server.Options{Host: "0.0.0.0", TLSVerify: true}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := openToNetwork(&tt.opts); got != tt.want {
+				t.Errorf("openToNetwork = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestServerNoWarningOnLoopback runs -server on loopback: no warning about
+// authentication. (Where it does warn is openToNetwork's decision, tested
+// above without listening beyond loopback.)
+func TestServerNoWarningOnLoopback(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"-server", "-nats-addr", "127.0.0.1:0"}, io.Discard, &stderr) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "nats server ready") {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("server not ready: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("exit code %d", code)
+	}
+	if strings.Contains(stderr.String(), "without authentication") {
+		t.Errorf("warned on loopback:\n%s", stderr.String())
 	}
 }
