@@ -312,7 +312,7 @@ proc_ticks() {
 }
 
 # dora VARIANT RATE SECONDS: one perfdhcp run against VARIANT; prints
-#   discovers offers requests acks avg_offer_delay_ms cpu_ticks split
+#   discovers offers requests acks avg_offer_delay_ms cpu_ticks split min_offer_delay_ms
 # where split is name:ticks,... per server process of the variant.
 dora() {
 	local v=$1 rate=$2 secs=$3 before after out split
@@ -327,7 +327,8 @@ dora() {
 		/sent packets:/ { s[++ns] = $3 }
 		/received packets:/ { r[++nr] = $3 }
 		/avg delay:/ && !d { d = $3 }
-		END { if (ns < 2 || nr < 2) exit 1; split(cpus, c, " "); printf "%d %d %d %d %s %d %s\n", s[1], r[1], s[2], r[2], d, c[2], c[1] }'
+		/min delay:/ && !m { m = $3 }
+		END { if (ns < 2 || nr < 2) exit 1; split(cpus, c, " "); printf "%d %d %d %d %s %d %s %s\n", s[1], r[1], s[2], r[2], d, c[2], c[1], m }'
 }
 
 # wait_ready VARIANT polls with a few exchanges until every one completes.
@@ -345,18 +346,18 @@ wait_ready() {
 
 # step VARIANT REP KIND RATE SECONDS: one measured run, logged; sets
 # step_pass (0/1), step_rate (completed DORA/s), step_us (CPU µs per DORA)
-# and step_delay (ms).
+# step_delay and step_min (average and minimum DISCOVER->OFFER delay, ms).
 step() {
-	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split drop keptup note="" l0 l1
+	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split mindelay drop keptup note="" l0 l1
 	l0=$(lookups "$v")
 	r=$(dora "$v" "$rate" "$secs") || die "$v: no perfdhcp result (see $work/perfdhcp.out and $work/$v-*.log)"
 	l1=$(lookups "$v")
-	read -r d o q a delay ticks split <<<"$r"
+	read -r d o q a delay ticks split mindelay <<<"$r"
 	step_lpd=-
 	[[ -z $l0 || -z $l1 ]] || step_lpd=$(awk -v l="$((l1 - l0))" -v a="$a" 'BEGIN { printf "%.2f", a ? l / a : 0 }')
 	step_rate=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
 	step_us=$(awk -v t="$ticks" -v hz="$hz" -v a="$a" 'BEGIN { printf "%.1f", a ? t * 1e6 / hz / a : 0 }')
-	step_delay=$delay
+	step_delay=$delay step_min=$mindelay
 	drop=$(awk -v d="$d" -v a="$a" 'BEGIN { printf "%.2f", d ? 100 * (d - a) / d : 100 }')
 	keptup=$(awk -v d="$d" -v r="$rate" -v s="$secs" 'BEGIN { print (d >= 0.98 * r * s) ? 1 : 0 }')
 	step_pass=$(awk -v x="$drop" -v m="$MAX_DROP" -v k="$keptup" 'BEGIN { print (x < m && k) ? 1 : 0 }')
@@ -368,7 +369,7 @@ step() {
 
 # Max-rate search state per variant: lo = highest passing rate, hi = lowest
 # failing rate (0: none yet), cur = next rate, best_* = figures at lo.
-declare -A lo hi cur best_rate best_us best_lpd delay_ms delay_us
+declare -A lo hi cur best_rate best_us best_lpd delay_ms delay_us delay_min
 
 # advance VARIANT: updates the search after a step; returns 1 when done.
 advance() {
@@ -461,14 +462,14 @@ for rep in $(seq "$REPEAT"); do
 	done
 	for v in "${order[@]}"; do
 		step "$v" "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
-		delay_ms[$v]=$step_delay delay_us[$v]=$step_us
+		delay_ms[$v]=$step_delay delay_us[$v]=$step_us delay_min[$v]=$step_min
 		sleep 1
 	done
 	for v in "${order[@]}"; do
 		step "$v" "$rep" load "$LOAD_RATE" 10
 		load_us=$step_us
 		((step_pass)) || load_us="$step_us*" # did not sustain LOAD_RATE
-		printf '%s %s %s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "${delay_ms[$v]}" "${delay_us[$v]}" "${best_lpd[$v]}" "$load_us" >>"$work/results"
+		printf '%s %s %s %s %s %s %s %s %s\n' "$v" "$rep" "${best_rate[$v]}" "${best_us[$v]}" "${delay_ms[$v]}" "${delay_us[$v]}" "${best_lpd[$v]}" "$load_us" "${delay_min[$v]}" >>"$work/results"
 		log "$v #$rep: max ${best_rate[$v]} DORA/s at < $MAX_DROP % drops, ${best_us[$v]} us CPU/DORA; at $DELAY_RATE/s: offer delay ${delay_ms[$v]} ms, ${delay_us[$v]} us CPU/DORA; at $LOAD_RATE/s: $load_us us CPU/DORA"
 		sleep 1
 	done
@@ -493,7 +494,7 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 		rate[v] = rate[v] " " $3; us[v] = us[v] " " $4; dl[v] = dl[v] " " $5; usd[v] = usd[v] " " $6
 		if ($7 != "-") lpd[v] = lpd[v] " " $7
 		l = $8; if (l ~ /\*$/) { star[v] = 1; sub(/\*$/, "", l) }
-		ul[v] = ul[v] " " l
+		ul[v] = ul[v] " " l; mn[v] = mn[v] " " $9
 		R[v, rep] = $3; U[v, rep] = $4; D[v, rep] = $5; L[v, rep] = l; reps[rep] = 1
 	}
 	END {
@@ -501,7 +502,7 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 		names["loop"] = "full loop (DHCP + NATS + responder)"
 		names["loopoff"] = "full loop, availability features off"
 		names["inproc"] = "DHCP server, in-process backend"
-		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | CPU µs/DORA at %d/s | avg DISCOVER→OFFER at %d/s | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, lrate, drate, drate
+		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | CPU µs/DORA at %d/s | DISCOVER→OFFER at %d/s: avg, min | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, lrate, drate, drate
 		print "|---|---|---|---|---|---|---|"
 		nv = split("kea loop loopoff inproc", order, " ")
 		for (i = 1; i <= nv; i++) {
@@ -515,7 +516,7 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 			}
 			r = median(rate[v]); u = median(us[v]); d = median(dl[v]); ud = median(usd[v])
 			ls = sprintf("%.0f%s", median(ul[v]), (v in star) ? "*" : "")
-			rs = sprintf("%d", r); usx = sprintf("%.0f", u); ds = sprintf("%.3f ms", d)
+			rs = sprintf("%d", r); usx = sprintf("%.0f", u); ds = sprintf("%.2f ms, min %.2f", d, median(mn[v]))
 			if (rr != "") {
 				rs = rs sprintf(" (%.2f×)", median(rr)); usx = usx sprintf(" (%.2f×)", median(ru)); ds = ds sprintf(" (%.2f×)", median(rd)); ls = ls sprintf(" (%.2f×)", median(rl))
 			}
@@ -525,7 +526,7 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 echo
 echo "* = lost >= $MAX_DROP % at $LOAD_RATE DORA/s in some repetition"
 echo
-echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE} lookups/dora@max us/dora@${LOAD_RATE}):"
+echo "per-repetition results (variant rep max_rate us/dora delay_ms us/dora@${DELAY_RATE} lookups/dora@max us/dora@${LOAD_RATE} min_delay_ms):"
 cat "$work/results"
 echo
 echo "warm-up (cold start: 10,000 new clients at $WARM_RATE DORA/s until a 10 s run loses < $MAX_DROP %):"
