@@ -10,7 +10,10 @@
 // data_base64, the older MacAddress key, no optional attributes) get the
 // same answer; the answer is a response event a requester accepts, in the
 // canonical encodings (never a base64 MAC address or mask); an unknown MAC
-// address gets 404; malformed requests get 400; the error codes given with
+// address gets 404; malformed requests get 400; a lookup by the IP address
+// of a -want reservation gets that machine's answer, or 404 or 400 from a
+// responder that cannot answer by IP, never another machine's; the error
+// codes given with
 // -error-mac come back as they should, with consistent NATS micro error
 // headers; a reply comes within the time budget of the request
 // (Tinkerbell-Timeout-Ms) or not at all; the NATS micro discovery protocol
