@@ -21,33 +21,6 @@
 // context allows. A RELEASE or DECLINE naming another server (option 54)
 // is ignored.
 //
-// # Availability
-//
-// A DORA costs one lookup: the answer that produced an OFFER serves the
-// DISCOVER retransmissions and the REQUEST of the same transaction (xid)
-// for [Config].AnswerReuse (default 5 s), so OFFER and ACK always agree.
-// New transactions, renewals, INIT-REBOOT and INFORM ask the Backend
-// again: they are how changes reach clients.
-//
-// Admission control keeps a flood of unknown MAC addresses from starving
-// known clients, with knobs in [Config] that are on by default:
-//
-//   - a negative cache: a not-found answer is remembered for
-//     NegativeTTL (default 5 s);
-//   - a per-MAC limit: a token bucket of MACLookupBurst lookups (default
-//     5) refilled at one per MinLookupInterval (default 1 s);
-//   - two queues: packets from clients the server replied to within
-//     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
-//     the others share a short queue and MaxConcurrent/4 workers;
-//   - a rate limit on lookups for clients not answered recently,
-//     UnknownLookupRate (default 100 per second, burst 100).
-//
-// What this remembers is bounded by MaxClients (default 65,536), and
-// clients never answered are forgotten first. A client that is new during
-// a flood competes with the flood for the unknown share (it retransmits
-// until it gets through); once answered, it is served first. Every drop is
-// counted by reason in [Stats].Dropped.
-//
 // Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as
 // RFC 3397 asks, a pointer only to identical bytes, so every name keeps
 // its spelling) and 121 (RFC 3442) from the reservation, 7 from
@@ -89,6 +62,33 @@
 // one, else to ciaddr:68 if set, else broadcast if the client set the
 // broadcast flag, else unicast to the offered address at the client's
 // hardware address without ARP. NAKs are broadcast (or go to the relay).
+//
+// # Availability
+//
+// A DORA costs one lookup: the answer that produced an OFFER serves the
+// DISCOVER retransmissions and the REQUEST of the same transaction (xid)
+// for [Config].AnswerReuse (default 5 s), so OFFER and ACK always agree.
+// New transactions, renewals, INIT-REBOOT and INFORM ask the Backend
+// again: they are how changes reach clients.
+//
+// Admission control keeps a flood of unknown MAC addresses from starving
+// known clients, with knobs in [Config] that are on by default:
+//
+//   - a negative cache: a not-found answer is remembered for
+//     NegativeTTL (default 5 s);
+//   - a per-MAC limit: a token bucket of MACLookupBurst lookups (default
+//     5) refilled at one per MinLookupInterval (default 1 s);
+//   - two queues: packets from clients the server replied to within
+//     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
+//     the others share a short queue and MaxConcurrent/4 workers;
+//   - a rate limit on lookups for clients not answered recently,
+//     UnknownLookupRate (default 100 per second, burst 100).
+//
+// What this remembers is bounded by MaxClients (default 65,536), and
+// clients never answered are forgotten first. A client that is new during
+// a flood competes with the flood for the unknown share (it retransmits
+// until it gets through); once answered, it is served first. Every drop is
+// counted by reason in [Stats].Dropped.
 //
 // # Sockets
 //
