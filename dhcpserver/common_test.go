@@ -188,6 +188,7 @@ type summary struct {
 	Yiaddr  string
 	Siaddr  string
 	Giaddr  string
+	Sname   string
 	File    string
 	Options map[uint8]string
 	Order   string // option codes in wire order
@@ -206,6 +207,7 @@ func summarize(p *dhcpv4.DHCPv4, dst Destination) *summary {
 		Yiaddr:  p.YourIPAddr.String(),
 		Siaddr:  p.ServerIPAddr.String(),
 		Giaddr:  p.GatewayIPAddr.String(),
+		Sname:   p.ServerHostName,
 		File:    p.BootFileName,
 		Options: map[uint8]string{},
 		Dest:    dst,

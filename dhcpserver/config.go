@@ -190,6 +190,12 @@ type Config struct {
 	// Netboot configures PXE and iPXE clients.
 	Netboot NetbootConfig
 
+	// Proxy selects proxyDHCP mode, for networks where another DHCP
+	// server assigns the addresses: the server answers only PXE and UEFI
+	// HTTP boot clients, and only with boot information (see the package
+	// documentation). False is the ordinary reservation server.
+	Proxy bool
+
 	// SyslogServer, when set, is sent as option 7 (log server) in every
 	// reply that carries configuration (not in proxy mode).
 	SyslogServer netip.Addr

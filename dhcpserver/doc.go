@@ -58,6 +58,33 @@
 //     regardless. When TFTPServerName is an IPv4 address it is siaddr too;
 //   - option 249 is not sent with 121, as smee does not either.
 //
+// # Proxy mode
+//
+// With [Config].Proxy the server is a proxyDHCP server (the PXE
+// specification's, and smee's proxy handler): another server assigns the
+// addresses, and this one answers PXE and UEFI HTTP boot clients (option
+// 60, 93 and 94 as above) with boot information only. A DISCOVER gets an
+// OFFER and a REQUEST an ACK, with yiaddr 0.0.0.0 and none of the address
+// options (no 1, 3, 6, 12, 15, 28, 42, 51, 58, 59, 119, 121, 7): the boot
+// file as a reservation server would send it, siaddr and sname the
+// next-server (sname as its dotted quad), option 60 "PXEClient" or
+// "HTTPClient" as the client is, option 97 (the client's machine
+// identifier) echoed, option 43 (discovery control 8, the Raspberry Pi
+// menu, the traceparent, the VLAN), option 54 ([Config].ServerAddr), and
+// options 61 and 82 echoed. A client that is not a netboot client, whose
+// architecture has no binary, for whose boot method no URL is configured,
+// or that the Backend does not know (or marks Disabled) gets nothing
+// ([DropNotPXE], [DropNotFound], [DropDisabled]); other message types get
+// nothing either. A reservation with AllowNetboot false gets the boot file
+// "/<mac>/netboot-not-allowed", as smee's proxy sends it. Unlike smee's
+// proxy, the reservation's IPXEScriptURL and IPXEBinary apply (smee's
+// proxy uses only its global script URL), option 54 is this server's
+// address rather than the next-server's (the two are the same unless
+// NextServer is set), option 97 is echoed only when the client sent it
+// (smee sends an empty one), and iPXE gets no option 175. Replies go as
+// RFC 2131 §4.1 says for a reply without yiaddr: to the relay, to ciaddr,
+// or broadcast. Nothing listens on port 4011.
+//
 // Reply addressing is RFC 2131 §4.1: to the relay (giaddr:67) if there is
 // one, else to ciaddr:68 if set, else broadcast if the client set the
 // broadcast flag, else unicast to the offered address at the client's

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/internal/netnstest"
@@ -108,4 +110,58 @@ func TestUdhcpcScriptURLVerbatim(t *testing.T) {
 	if got := env["boot_file"]; got != url {
 		t.Errorf("boot file %q, want %q", got, url)
 	}
+}
+
+// TestRawProxy runs the server in proxy mode on a raw socket across a veth
+// pair: a PXE client's broadcast DISCOVER gets a proxy OFFER (boot
+// information, no address) on the wire, and a plain DHCP client gets
+// nothing.
+func TestRawProxy(t *testing.T) {
+	netnstest.Require(t)
+	p := netnstest.NewPair(t, netnstest.PairConfig{AddrA: serverPrefix})
+	cfg := testConfig(fixed(reservation(), backend.Netboot{AllowNetboot: true, IPXEScriptURL: scriptURL}))
+	cfg.Proxy = true
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveConn(t, s, openRaw(t, p.A))
+	c := newNClient(t, p.B)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	offer, err := c.DiscoverOffer(ctx, pxe("PXEClient", 7), withStrOpt(77, "Tinkerbell"), dhcpv4.WithBroadcast(true))
+	if err != nil {
+		t.Fatalf("PXE DISCOVER: %v (stats %+v)", err, s.Stats())
+	}
+	got := summarize(offer, Destination{})
+	want := &summary{Type: "OFFER", Flags: 0x8000, Ciaddr: "0.0.0.0", Yiaddr: "0.0.0.0", Siaddr: "198.18.0.1", Giaddr: "0.0.0.0",
+		Sname: "198.18.0.1", File: "http://198.18.0.1/auto.ipxe",
+		Options: map[uint8]string{53: "OFFER", 54: "198.18.0.1", 60: "PXEClient", 97: "00" + strings.Repeat("00", 16), 43: "060108ff"}}
+	if diff := cmp.Diff(want, got, equate); diff != "" {
+		t.Errorf("proxy OFFER (-want +got):\n%s", diff)
+	}
+
+	// A client that is not a netboot client gets nothing.
+	quiet := newNClientTimeout(t, p.B, 300*time.Millisecond, 2)
+	if o, err := quiet.DiscoverOffer(ctx, dhcpv4.WithBroadcast(true)); err == nil {
+		t.Errorf("a plain DHCP client got an offer: %v", o.Summary())
+	}
+	if n := s.Stats().Dropped[DropNotPXE]; n == 0 {
+		t.Errorf("no not-pxe drops counted: %v", s.Stats().Dropped)
+	}
+}
+
+func newNClientTimeout(t *testing.T, link netnstest.Link, timeout time.Duration, retries int) *nclient4.Client {
+	t.Helper()
+	var c *nclient4.Client
+	if err := link.NS.Do(func() error {
+		var err error
+		c, err = nclient4.New(link.Name, nclient4.WithTimeout(timeout), nclient4.WithRetry(retries))
+		return err
+	}); err != nil {
+		t.Fatalf("nclient4: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -95,6 +95,9 @@ func (s *Server) handle(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4) re
 
 // dispatch hands a request to the handler of its message type.
 func (s *Server) dispatch(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType) result {
+	if s.cfg.Proxy {
+		return s.handleProxy(ctx, sc, req, typ)
+	}
 	switch typ {
 	case dhcpv4.MessageTypeDiscover:
 		return s.handleDiscover(ctx, sc, req)

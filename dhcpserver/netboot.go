@@ -156,19 +156,38 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 		sc.file = notAllowedFile
 		return
 	}
+	file, ipxe, ok := s.bootFileFor(req, f, kind)
+	if !ok {
+		sc.file = notAllowedFile
+		return
+	}
+	if file == "" {
+		return
+	}
+	s.bootFile(sc, file)
+	sc.siaddr = s.cfg.nextServer.As4()
+	s.option43(sc, req, f)
+	if ipxe {
+		sc.add(optIPXEEncap, sc.prio(req, optIPXEEncap), ipxeNoPXEDHCP, 1, 1)
+	}
+}
+
+// bootFileFor returns the boot file for a netboot client of kind whose
+// reservation allows netboot ("" when the configuration has no URL for
+// its boot method), and whether the client is an iPXE; ok is false when
+// there is no binary for the client's architecture.
+func (s *Server) bootFileFor(req *dhcpv4.DHCPv4, f *flight, kind clientKind) (file string, ipxe, ok bool) {
+	n := &f.netboot
 	arch := clientArch(req)
 	bin := n.IPXEBinary
 	if bin == "" {
-		var ok bool
 		if bin, ok = s.cfg.binaries[arch]; !ok {
 			s.cfg.logger.Debug("dhcp netboot: unknown client architecture", "mac", macText(req.ClientHWAddr), "arch", uint16(arch))
-			sc.file = notAllowedFile
-			return
+			return "", false, false
 		}
 	}
 	custom := hasUserClass(req, s.cfg.userClass)
-	ipxe := custom || hasUserClass(req, "iPXE") || has(req, optIPXEEncap)
-	var file string
+	ipxe = custom || hasUserClass(req, "iPXE") || has(req, optIPXEEncap)
 	switch {
 	case custom:
 		file = string(n.IPXEScriptURL) // verbatim: iPXE expands ${...}
@@ -188,11 +207,13 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	default: // a PXE ROM: TFTP from next-server
 		file = bin
 	}
-	if file == "" {
-		return
-	}
-	s.bootFile(sc, file)
-	sc.siaddr = s.cfg.nextServer.As4()
+	return file, ipxe, true
+}
+
+// option43 adds the vendor-specific options of a netboot reply: PXE
+// discovery control, the Raspberry Pi boot menu, the traceparent, the
+// VLAN.
+func (s *Server) option43(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 	off := sc.begin()
 	sc.arena = append(sc.arena, pxeDiscoveryCtl, 1, 8)
 	if isRaspberryPi(req.ClientHWAddr) {
@@ -205,15 +226,12 @@ func (s *Server) netboot(sc *scratch, req *dhcpv4.DHCPv4, f *flight) {
 		sc.arena = append(sc.arena, subTraceparent, byte(len(f.traceparent)))
 		sc.arena = append(sc.arena, f.traceparent[:]...)
 	}
-	if v := d.VLANID; v != "" {
+	if v := f.dhcp.VLANID; v != "" {
 		sc.arena = append(sc.arena, subVLAN, byte(len(v)))
 		sc.arena = append(sc.arena, v...)
 	}
 	sc.arena = append(sc.arena, 255)
 	sc.commit(43, sc.prio(req, 43), off)
-	if ipxe {
-		sc.add(optIPXEEncap, sc.prio(req, optIPXEEncap), ipxeNoPXEDHCP, 1, 1)
-	}
 }
 
 // bootFile sets the boot file: in the file header when it fits, otherwise

@@ -227,3 +227,96 @@ func withSearch(s []string) backend.DHCP {
 	d.DomainSearch = s
 	return d
 }
+
+// TestProxy checks proxyDHCP mode: boot information only, for netboot
+// clients only.
+func TestProxy(t *testing.T) {
+	pxeFile := func(arch uint16) dhcpv4.Modifier { return pxe("PXEClient", arch) }
+	uuid := "00" + strings.Repeat("00", 16)
+	proxyReply := func(typ, file string, kv ...any) *summary {
+		opts := map[uint8]string{53: typ, 54: "198.18.0.1", 60: "PXEClient", 97: uuid, 43: "060108ff"}
+		return &summary{Type: typ, Flags: 0x8000, Ciaddr: "0.0.0.0", Yiaddr: "0.0.0.0", Siaddr: "198.18.0.1", Giaddr: "0.0.0.0",
+			Sname: "198.18.0.1", File: file, Options: with(opts, kv...), Dest: toBroadcast}
+	}
+	allow := backend.Netboot{AllowNetboot: true, IPXEScriptURL: scriptURL}
+	tests := []struct {
+		name string
+		d    backend.DHCP
+		n    backend.Netboot
+		mac  net.HardwareAddr // nil = macKnown
+		typ  dhcpv4.MessageType
+		req  []dhcpv4.Modifier
+		cfg  func(*Config)
+		want *summary
+		drop DropReason
+	}{
+		{name: "pxe bios discover", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast, pxeFile(0)},
+			want: proxyReply("OFFER", "undionly.kpxe")},
+		{name: "pxe request gets an ack", d: reservation(), n: allow, typ: dhcpv4.MessageTypeRequest,
+			req:  []dhcpv4.Modifier{bcast, pxeFile(7), withIPOpt(54, otherIP), withIPOpt(50, clientIP)},
+			want: proxyReply("ACK", "ipxe.efi")},
+		{name: "no broadcast flag: still broadcast, no yiaddr to send to", d: reservation(), n: allow, req: []dhcpv4.Modifier{pxeFile(0)},
+			want: set(proxyReply("OFFER", "undionly.kpxe"), func(s *summary) { s.Flags = 0 })},
+		{name: "uefi http boot", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast, pxe("HTTPClient", 16)},
+			want: proxyReply("OFFER", "http://198.18.0.1:8080/ipxe/52:54:00:66:ea:9a/ipxe.efi", 60, "HTTPClient")},
+		{name: "tinkerbell ipxe gets the reservation's script, no 175", d: reservation(), n: allow,
+			req:  []dhcpv4.Modifier{bcast, pxeFile(7), withStrOpt(77, "Tinkerbell")},
+			want: proxyReply("OFFER", "http://198.18.0.1/auto.ipxe")},
+		{name: "no uuid: none echoed", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast, pxeFile(0), dhcpv4.WithoutOption(dhcpv4.OptionClientMachineIdentifier)},
+			want: proxyReply("OFFER", "undionly.kpxe", 97, "")},
+		{name: "not allowed: the mac's not-allowed file", d: reservation(), n: backend.Netboot{}, req: []dhcpv4.Modifier{bcast, pxeFile(0)},
+			want: proxyReply("OFFER", "/52:54:00:66:ea:9a/netboot-not-allowed")},
+		{name: "relayed", d: reservation(), n: allow, req: []dhcpv4.Modifier{pxeFile(0), dhcpv4.WithRelay(relayIP.AsSlice())},
+			want: set(proxyReply("OFFER", "undionly.kpxe"), func(s *summary) { s.Flags, s.Giaddr, s.Dest = 0, "198.18.5.1", toRelay })},
+		{name: "vlan and raspberry pi in 43", d: withVLAN("7"), n: allow, mac: macPi, req: []dhcpv4.Modifier{bcast, pxeFile(0)},
+			want: proxyReply("OFFER", "snp-arm64.efi", 43, "060108"+"0914"+hex.EncodeToString([]byte("\x00\x00\x11Raspberry Pi Boot"))+"0a0400505845"+"740137"+"ff")},
+
+		{name: "not a netboot client: nothing", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast}, drop: DropNotPXE},
+		{name: "unknown architecture: nothing", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast, pxeFile(99)}, drop: DropNotPXE},
+		{name: "no url for the boot method: nothing", d: reservation(), n: allow, req: []dhcpv4.Modifier{bcast, pxe("HTTPClient", 16)},
+			cfg: func(c *Config) { c.Netboot.HTTPBaseURL = nil }, drop: DropNotPXE},
+		{name: "disabled: nothing", d: withDisabled(), n: allow, req: []dhcpv4.Modifier{bcast, pxeFile(0)}, drop: DropDisabled},
+		{name: "inform: nothing", d: reservation(), n: allow, typ: dhcpv4.MessageTypeInform, req: []dhcpv4.Modifier{pxeFile(0)}, drop: DropNoReply},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(fixed(tt.d, tt.n))
+			cfg.Proxy = true
+			cfg.SyslogServer = netip.MustParseAddr("198.18.0.9") // not sent in proxy mode
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			s := newTestServer(t, cfg)
+			mac, typ := tt.mac, tt.typ
+			if mac == nil {
+				mac = macKnown
+			}
+			if typ == 0 {
+				typ = dhcpv4.MessageTypeDiscover
+			}
+			reply, dst := s.Handle(t.Context(), request(mac, typ, tt.req...))
+			got := summarize(reply, dst)
+			if tt.want == nil {
+				if got != nil {
+					t.Fatalf("reply %+v, want silence", got)
+				}
+				if n := s.Stats().Dropped[tt.drop]; n != 1 {
+					t.Errorf("Stats().Dropped[%q] = %d, want 1 (all: %v)", tt.drop, n, s.Stats().Dropped)
+				}
+				return
+			}
+			if diff := cmpDiff(tt.want, got); diff != "" {
+				t.Errorf("reply (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// A backend that does not know the client: nothing.
+	s := newTestServer(t, Config{Backend: newMemBackend(), ServerAddr: serverIP, Proxy: true})
+	if reply, _ := s.Handle(t.Context(), request(macNone, dhcpv4.MessageTypeDiscover, pxeFile(0))); reply != nil || s.Stats().Dropped[DropNotFound] != 1 {
+		t.Errorf("unknown client: reply %v, drops %v", reply, s.Stats().Dropped)
+	}
+}
+
+func withVLAN(v string) backend.DHCP { d := reservation(); d.VLANID = v; return d }
+
+func withDisabled() backend.DHCP { d := reservation(); d.Disabled = true; return d }

@@ -33,12 +33,13 @@ const (
 	DropMACLimited       DropReason = "mac-rate-limit"     // over the per-MAC lookup limit (Config.MinLookupInterval, MACLookupBurst)
 
 	DropDisabled DropReason = "disabled" // the reservation says Disabled: the server stays silent
+	DropNotPXE   DropReason = "not-pxe"  // proxy mode: not a PXE or UEFI HTTP boot client, or nothing for it to boot
 )
 
 var dropReasons = [...]DropReason{
 	DropMalformed, DropNotRequest, DropHardware, DropOversize, DropMessageType, DropOtherServer,
 	DropNotFound, DropBackend, DropNoAddress, DropNoReply, DropTooLarge, DropQueueFull, DropWrite, DropCanceled,
-	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited, DropDisabled,
+	DropUnknownQueueFull, DropUnknownLimited, DropMACLimited, DropDisabled, DropNotPXE,
 }
 
 // DropReasons returns every [DropReason], for metrics that want to
