@@ -2,6 +2,12 @@
 // 127.0.0.1, on a random port, checked for readiness and shut down by
 // t.Cleanup. It also builds clusters and servers with users, nkeys and
 // subject permissions.
+//
+// For fault tests: [StartProc] and [StartProcCluster] run nats-server as
+// child processes (built once from the module's nats-server version, see
+// [Binary]) that [Proc.Freeze] stops with SIGSTOP and [Proc.Thaw]
+// continues; [NewProxy] is a TCP proxy whose [Proxy.Stall] freezes every
+// connection through it, as a hung peer or network would.
 package natstest
 
 import (
