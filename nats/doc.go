@@ -46,7 +46,8 @@
 // response event, is larger than [backend.MaxEventSize], or answers for another
 // MAC address is an error matching [backend.ErrInvalidMessage] that says
 // what was wrong and quotes the start of the reply or the offending value.
-// // A lookup asks about exactly one of a MAC address or an IP address
+//
+// A lookup asks about exactly one of a MAC address or an IP address
 // ([backend.DHCPRequest.Validate]); an answer that does not match the
 // question ([backend.DHCPRequest.Match]) is rejected.
 //
