@@ -63,7 +63,7 @@ func dora(ctx context.Context, srv *dhcpserver.Server, mac net.HardwareAddr) (le
 		return l, nil
 	}
 	l.offer = offer.YourIPAddr.String()
-	l.bootFile = offer.BootFileName + string(offer.Options.Get(dhcpv4.OptionBootfileName))
+	l.bootFile = bootable(offer.BootFileName + string(offer.Options.Get(dhcpv4.OptionBootfileName)))
 	request, err := dhcpv4.NewRequestFromOffer(offer, ipxe)
 	if err != nil {
 		return l, err
@@ -75,8 +75,18 @@ func dora(ctx context.Context, srv *dhcpserver.Server, mac net.HardwareAddr) (le
 		return l, nil
 	}
 	l.ack = ack.YourIPAddr.String()
-	l.bootFile += ack.BootFileName + string(ack.Options.Get(dhcpv4.OptionBootfileName))
+	l.bootFile += bootable(ack.BootFileName + string(ack.Options.Get(dhcpv4.OptionBootfileName)))
 	return l, nil
+}
+
+// bootable returns the boot file of a reply, or "" when the reply says the
+// client may not netboot (the DHCP server's "/netboot-not-allowed", as
+// Tinkerbell's smee sends it).
+func bootable(file string) string {
+	if file == "/netboot-not-allowed" {
+		return ""
+	}
+	return file
 }
 
 // TestBackendOutage is issue 9's outage test with real components: a DHCP

@@ -107,6 +107,9 @@ type options struct {
 	httpBase      string
 	scriptURL     string
 	userClass     string
+	proxy         bool
+	syslogServer  string
+	macFormat     string
 
 	// Availability of the DHCP server (issue 9). Each is on by default;
 	// 0 (or a negative value) turns a piece off.
@@ -167,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.httpBase, "http-base", "", "DHCP server: HTTP base URL of the iPXE binaries, e.g. http://198.18.0.1:8080/ipxe")
 	fs.StringVar(&o.scriptURL, "ipxe-script-url", "", "DHCP server: iPXE script URL when the backend sends none")
 	fs.StringVar(&o.userClass, "user-class", dhcpserver.DefaultUserClass, "DHCP server: iPXE user class that gets the script URL")
+	fs.BoolVar(&o.proxy, "proxy", false, "DHCP server: proxyDHCP mode: answer only PXE and UEFI HTTP boot clients, with boot information only (another server assigns addresses)")
+	fs.StringVar(&o.syslogServer, "syslog-server", "", "DHCP server: IPv4 address sent as option 7 (log server)")
+	fs.StringVar(&o.macFormat, "mac-format", string(dhcpserver.MACColon), "DHCP server: MAC address in binary URLs: colon, dot, dash, no-delimiter or empty")
 
 	fs.BoolVar(&o.natsHealth, "nats-health", true, "-responder, DHCP server: connection health settings that notice a frozen NATS server within ~2s (ping 1s, 2 pings out, write timeout, reconnect jitter); false: nats.go's defaults")
 	fs.DurationVar(&o.hedgeDelay, "hedge-delay", natsbackend.DefaultHedgeDelay, "DHCP server: send a lookup again (to another responder) when no reply came within this; 0 or negative: no hedging")
@@ -513,6 +519,13 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		*u.dst = p
 	}
 	cfg.Netboot.UserClass = o.userClass
+	cfg.Netboot.MACFormat = dhcpserver.MACFormat(o.macFormat)
+	cfg.Proxy = o.proxy
+	if o.syslogServer != "" {
+		if cfg.SyslogServer, err = netip.ParseAddr(o.syslogServer); err != nil {
+			return cfg, usageError{fmt.Errorf("-syslog-server: %w", err)}
+		}
+	}
 	return cfg, nil
 }
 

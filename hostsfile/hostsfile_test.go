@@ -259,12 +259,18 @@ func (h *countingHandler) Handle(ctx context.Context, r slog.Record) error {
 func TestWatchLogsABadFileOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hosts.yaml")
 	old := time.Now().Add(-time.Hour)
+	// Each version appears at once with its final mtime (written aside,
+	// then renamed), so the watcher never sees it with another mtime.
 	write := func(ip string, mtime time.Time) {
 		t.Helper()
-		if err := os.WriteFile(path, []byte("hosts:\n  \"52:54:00:66:ea:9a\":\n    IPAddress: "+ip+"\n"), 0o644); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte("hosts:\n  \"52:54:00:66:ea:9a\":\n    IPAddress: "+ip+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chtimes(path, mtime, mtime); err != nil {
+		if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
 			t.Fatal(err)
 		}
 	}
