@@ -124,7 +124,7 @@ func TestClientTraceparent(t *testing.T) {
 	sp := ended[0]
 	got := span{sp.Name(), sp.SpanContext().TraceID(), sp.Parent().SpanID(), sp.Parent().IsRemote(), sp.SpanKind(),
 		seen == "00-"+traceID.String()+"-"+sp.SpanContext().SpanID().String()+"-01"}
-	want := span{"dhcp.lookup", traceID, spanID, true, trace.SpanKindClient, true}
+	want := span{"dhcp.lookup", traceID, spanID, true, trace.SpanKindServer, true}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("lookup span (-want +got):\n%s", diff)
 	}

@@ -152,8 +152,10 @@
 // synchronously: it must not block. Both cost nothing beyond atomic adds
 // when nobody looks.
 //
-// With [Config].TracerProvider set, each lookup runs in a client-kind
-// span "dhcp.lookup". When an iPXE client sends back the binary
+// With [Config].TracerProvider set, each lookup runs in a server-kind
+// span "dhcp.lookup" (the server handling a client's transaction; the
+// Backend's own spans, such as the NATS requester's client-kind span,
+// are its children). When an iPXE client sends back the binary
 // traceparent it was given (option 43 sub-option 69), the lookup
 // continues that trace, so the chain of boots of one machine is one
 // trace.

@@ -75,7 +75,7 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 	defer s.stats.inflight.Add(-1)
 	if s.cfg.tracer != nil {
 		var span trace.Span
-		ctx, span = s.cfg.tracer.Start(ctx, "dhcp.lookup", trace.WithSpanKind(trace.SpanKindClient))
+		ctx, span = s.cfg.tracer.Start(ctx, "dhcp.lookup", trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 	}
 	req := backend.DHCPRequest{MACAddress: net.HardwareAddr(f.mac[:])}

@@ -183,7 +183,7 @@ func TestOneTransactionOneTrace(t *testing.T) {
 		{"hosts.lookup", trace.SpanKindInternal, "process tinkerbell.dhcp.backend", false},
 		{"process tinkerbell.dhcp.backend", trace.SpanKindServer, "lookup tinkerbell.dhcp.backend", true},
 		{"lookup tinkerbell.dhcp.backend", trace.SpanKindClient, "dhcp.lookup", false},
-		{"dhcp.lookup", trace.SpanKindClient, "", false},
+		{"dhcp.lookup", trace.SpanKindServer, "", false},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("spans (-want +got):\n%s", diff)
@@ -215,7 +215,7 @@ func TestIPXEContinuesTheClientTrace(t *testing.T) {
 		{"hosts.lookup", trace.SpanKindInternal, "process tinkerbell.dhcp.backend", false},
 		{"process tinkerbell.dhcp.backend", trace.SpanKindServer, "lookup tinkerbell.dhcp.backend", true},
 		{"lookup tinkerbell.dhcp.backend", trace.SpanKindClient, "dhcp.lookup", false},
-		{"dhcp.lookup", trace.SpanKindClient, "remote", true},
+		{"dhcp.lookup", trace.SpanKindServer, "remote", true},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("spans (-want +got):\n%s", diff)
