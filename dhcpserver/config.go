@@ -276,10 +276,9 @@ type NetbootConfig struct {
 	UserClass string
 
 	// IPXEScriptURL is the script URL sent when the Backend's
-	// IPXEScriptURL is empty. Nil means such clients get no boot file.
-	// Its text is url.URL.String(): a URL with iPXE settings such as
-	// ${mac} belongs in the reservation, whose URL is sent verbatim.
-	IPXEScriptURL *url.URL
+	// IPXEScriptURL is empty, verbatim (iPXE settings such as ${mac}
+	// survive). Empty means such clients get no boot file.
+	IPXEScriptURL backend.URL
 
 	// MACFormat is how the client's MAC address is written in the path of
 	// binary URLs (HTTPBaseURL/<mac>/<binary>, TFTPBaseURL/<mac>/<binary>).
@@ -444,11 +443,13 @@ func checkNetbootURLs(c *config) error {
 	}{
 		{"Netboot.TFTPBaseURL", nb.TFTPBaseURL, []string{"tftp"}},
 		{"Netboot.HTTPBaseURL", nb.HTTPBaseURL, []string{"http", "https"}},
-		{"Netboot.IPXEScriptURL", nb.IPXEScriptURL, []string{"http", "https", "tftp"}},
 	} {
 		if u.u != nil && (u.u.Host == "" || !contains(u.allow, u.u.Scheme)) {
 			return fmt.Errorf("%s %q is not an absolute %v URL", u.name, u.u, u.allow)
 		}
+	}
+	if nb.IPXEScriptURL != "" && !nb.IPXEScriptURL.IsValid() {
+		return fmt.Errorf("Netboot.IPXEScriptURL %q is not an absolute http, https or tftp URL", nb.IPXEScriptURL)
 	}
 	return nil
 }
@@ -497,9 +498,7 @@ func checkNetboot(c *config) error {
 	if c.userClass == "" {
 		c.userClass = DefaultUserClass
 	}
-	if nb.IPXEScriptURL != nil {
-		c.defaultPXE = nb.IPXEScriptURL.String()
-	}
+	c.defaultPXE = string(nb.IPXEScriptURL)
 	return nil
 }
 

@@ -169,7 +169,7 @@ func TestHandle(t *testing.T) {
 			cfg:  func(c *Config) { c.Netboot.UserClass = "Lab" },
 			want: netbootOffer("http://198.18.0.1/auto.ipxe", 175, "b00101")},
 		{name: "script from the config when the backend has none", req: request(macNoURL, dhcpv4.MessageTypeDiscover, bcast, pxeFile(7), withStrOpt(77, "Tinkerbell")),
-			cfg:  func(c *Config) { c.Netboot.IPXEScriptURL = mustURL("http://198.18.0.1/default.ipxe") },
+			cfg:  func(c *Config) { c.Netboot.IPXEScriptURL = "http://198.18.0.1/default.ipxe" },
 			want: netbootOffer("http://198.18.0.1/default.ipxe", 175, "b00101")},
 		{name: "no script anywhere: no boot file", req: request(macNoURL, dhcpv4.MessageTypeDiscover, bcast, pxeFile(7), withStrOpt(77, "Tinkerbell")),
 			want: set(offer(toBroadcast), func(s *summary) { s.Flags = 0x8000 })},

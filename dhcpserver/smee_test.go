@@ -3,6 +3,7 @@ package dhcpserver
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,6 +90,10 @@ func TestSmeeFields(t *testing.T) {
 			req:  []dhcpv4.Modifier{bcast, pxeFile(7), withStrOpt(77, "Tinkerbell")},
 			want: netbootOffer("http://198.18.0.1/${mac:hexhyp}/auto.ipxe?u=${uuid}", 175, "b00101")},
 
+		{name: "configured script URL verbatim", n: backend.Netboot{AllowNetboot: true}, d: reservation(),
+			cfg:  func(c *Config) { c.Netboot.IPXEScriptURL = "http://${next-server}/${mac}.ipxe" },
+			req:  []dhcpv4.Modifier{bcast, pxeFile(7), withStrOpt(77, "Tinkerbell")},
+			want: netbootOffer("http://${next-server}/${mac}.ipxe", 175, "b00101")},
 		{name: "mac format dot", n: allow, d: reservation(), cfg: func(c *Config) { c.Netboot.MACFormat = MACDot },
 			req:  []dhcpv4.Modifier{bcast, pxe("HTTPClient", 16)},
 			want: netbootOffer("http://198.18.0.1:8080/ipxe/5254.0066.ea9a/ipxe.efi", 60, "HTTPClient")},
@@ -320,3 +325,20 @@ func TestProxy(t *testing.T) {
 func withVLAN(v string) backend.DHCP { d := reservation(); d.VLANID = v; return d }
 
 func withDisabled() backend.DHCP { d := reservation(); d.Disabled = true; return d }
+
+func TestSmeeConfig(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"script URL not absolute": func(c *Config) { c.Netboot.IPXEScriptURL = "/auto.ipxe" },
+		"script URL scheme":       func(c *Config) { c.Netboot.IPXEScriptURL = "ftp://198.18.0.1/auto.ipxe" },
+		"unknown MAC format":      func(c *Config) { c.Netboot.MACFormat = "upper" },
+		"syslog server IPv6":      func(c *Config) { c.SyslogServer = netip.IPv6Loopback() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(newMemBackend())
+			mod(&cfg)
+			if _, err := New(cfg); !errors.Is(err, backend.ErrInvalidConfig) {
+				t.Errorf("New: %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}

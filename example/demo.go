@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -168,8 +167,8 @@ func demoDHCPConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver
 	if script == "" {
 		script = demoDefaultScript
 	}
-	u, err := url.Parse(script)
-	if err != nil || u.Host == "" {
+	u, err := backend.ParseURL(script)
+	if err != nil || u == "" {
 		return cfg, usageError{fmt.Errorf("-ipxe-script-url %q: want an absolute URL", script)}
 	}
 	cfg.Netboot.IPXEScriptURL = u

@@ -508,7 +508,7 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 		flag string
 		val  string
 		dst  **url.URL
-	}{{"-tftp-base", o.tftpBase, &cfg.Netboot.TFTPBaseURL}, {"-http-base", o.httpBase, &cfg.Netboot.HTTPBaseURL}, {"-ipxe-script-url", o.scriptURL, &cfg.Netboot.IPXEScriptURL}} {
+	}{{"-tftp-base", o.tftpBase, &cfg.Netboot.TFTPBaseURL}, {"-http-base", o.httpBase, &cfg.Netboot.HTTPBaseURL}} {
 		if u.val == "" {
 			continue
 		}
@@ -517,6 +517,11 @@ func dhcpConfig(o *options, b backend.Backend, log *slog.Logger) (dhcpserver.Con
 			return cfg, usageError{fmt.Errorf("%s %q: want an absolute URL", u.flag, u.val)}
 		}
 		*u.dst = p
+	}
+	if o.scriptURL != "" {
+		if cfg.Netboot.IPXEScriptURL, err = backend.ParseURL(o.scriptURL); err != nil {
+			return cfg, usageError{fmt.Errorf("-ipxe-script-url %q: want an absolute http, https or tftp URL", o.scriptURL)}
+		}
 	}
 	cfg.Netboot.UserClass = o.userClass
 	cfg.Netboot.MACFormat = dhcpserver.MACFormat(o.macFormat)
