@@ -49,7 +49,10 @@
 //   - A replica that sheds steps out of its queue group (it drains its
 //     subscription, losing nothing) until its queue is empty, since NATS
 //     gives requests to queue members at random whatever their load: the
-//     requesters' retries then reach the other replicas.
+//     requesters' retries then reach the other replicas. A lone replica
+//     steps aside too: requests sent meanwhile get NATS' "no responders",
+//     which the requester of package nats retries with a backoff for as
+//     long as the lookup's time lasts.
 //   - With [Config.SigningKey], every reply is signed (see
 //     [backend.SignatureExtension]), so that requesters trusting the key
 //     reject answers from anyone else.
