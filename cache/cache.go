@@ -153,7 +153,9 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // Lookup implements [backend.Backend]; see the package doc for what it
-// adds to the wrapped backend. A stale answer comes with a nil error.
+// adds to the wrapped backend. A stale answer comes with a nil error; it
+// is reported, with its age, to the hook that the caller installed in ctx
+// with [backend.WithStaleHook], if any.
 func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
 	b.lookups.Add(1)
 	if len(req.MACAddress) == 0 {
@@ -205,6 +207,7 @@ func (b *Backend) Lookup(ctx context.Context, req backend.DHCPRequest) (backend.
 		if servable && b.now().Sub(cached.at) < b.maxAge {
 			b.staleServes.Add(1)
 			b.logStale(req.MACAddress, &cached, err)
+			backend.ReportStale(ctx, b.now().Sub(cached.at))
 			sd, sn := cloneDHCP(cached.dhcp), cloneNetboot(cached.netboot)
 			sn.AllowNetboot = false // stale data never boots a machine
 			return sd, sn, nil

@@ -13,7 +13,9 @@
 //     [backend.Netboot.AllowNetboot] forced to false: stale data never
 //     re-provisions a machine. Each stale answer is counted
 //     ([Stats.StaleServes]) and logged (a warning at most once a second,
-//     each one at debug level). Other failures (a 500, a 400) are passed
+//     each one at debug level) and reported to the caller's hook, if it
+//     installed one with [backend.WithStaleHook] (the DHCP server does
+//     when it publishes decisions: a "stale-answer" decision). Other failures (a 500, a 400) are passed
 //     through: the backend answered, and what it said is not "try later".
 //     A caller that cancelled its context gets the error, not a stale
 //     answer; one whose deadline passed while the cache was waking up

@@ -3,6 +3,7 @@ package dhcpserver
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"go.opentelemetry.io/otel/trace"
@@ -23,8 +24,14 @@ const (
 	DecisionNotFound     DecisionKind = "not-found"     // no reservation: the server stays silent
 	DecisionBackendError DecisionKind = "backend-error" // the lookup failed: the server stays silent
 	// DecisionStaleAnswer is for a reply made from an answer that the
-	// Backend served stale (last known good). Backends do not report
-	// staleness to the server yet, so the server does not emit it.
+	// Backend served stale: a last-known-good answer given while the
+	// source of truth was unavailable, reported by the Backend with
+	// [backend.ReportStale] (package cache does). It comes in addition to
+	// the decision about the reply (offer, ack, inform or nak), right
+	// after it and with the same fields, so that a consumer of offers and
+	// acks misses none; its Reason names the reply and the answer's age.
+	// Every reply built from a stale answer gets one: each request that
+	// shared the stale lookup, and each that reused its answer.
 	DecisionStaleAnswer DecisionKind = "stale-answer"
 )
 
@@ -92,6 +99,11 @@ func (s *Server) decide(sc *scratch, req *dhcpv4.DHCPv4, typ dhcpv4.MessageType,
 		}
 	}
 	s.cfg.OnDecision(d)
+	if r.f != nil && r.f.stale && r.payload != nil {
+		d.Reason = string(d.Kind) + " from a last-known-good answer " + r.f.staleAge.Round(time.Millisecond).String() + " old"
+		d.Kind = DecisionStaleAnswer
+		s.cfg.OnDecision(d)
+	}
 }
 
 // replied fills in d for a reply.

@@ -26,7 +26,17 @@ type flight struct {
 	traced      bool
 	traceparent [26]byte // version, trace id, span id, flags
 	span        trace.SpanContext
+	// stale: the Backend served a last-known-good answer, staleAge old
+	// (reported through backend.ReportStale; only watched when
+	// Config.OnDecision is set).
+	stale    bool
+	staleAge time.Duration
 }
+
+// markStale is the stale hook of f's lookup (backend.WithStaleHook): it
+// runs before the Backend's Lookup returns, so f is still written only by
+// its lookup.
+func (f *flight) markStale(age time.Duration) { f.stale, f.staleAge = true, age }
 
 // errGaveUp is the error of a request whose own context ended while it
 // waited for its lookup (Close, or the ctx given to Handle).
@@ -77,6 +87,10 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 		var span trace.Span
 		ctx, span = s.cfg.tracer.Start(ctx, "dhcp.lookup", trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
+	}
+	if s.cfg.OnDecision != nil {
+		// Only then: installing the hook allocates.
+		ctx = backend.WithStaleHook(ctx, f.markStale)
 	}
 	req := backend.DHCPRequest{MACAddress: net.HardwareAddr(f.mac[:])}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
