@@ -584,9 +584,33 @@ func (r *replier) send(nc *nats.Conn, req *request, m *backend.Message) error {
 	if m.Error.Code != backend.CodeOK {
 		h = nats.Header{
 			backend.HeaderContentType:      {backend.ContentType},
-			backend.HeaderServiceError:     {m.Error.Message},
+			backend.HeaderServiceError:     {headerText(m.Error.Message)},
 			backend.HeaderServiceErrorCode: {strconv.Itoa(m.Error.Code)},
 		}
 	}
 	return nc.PublishMsg(&nats.Msg{Subject: req.msg.Reply, Header: h, Data: data})
+}
+
+// headerText makes s safe as the value of a NATS header: a backend's error
+// text may hold line breaks or other control bytes, which would end the
+// header line (or inject another header); they become spaces. The event
+// carries the text unchanged.
+func headerText(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
 }

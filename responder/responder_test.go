@@ -89,6 +89,8 @@ func TestErrors(t *testing.T) {
 		wantCode int
 		wantMsg  string // the message on the wire; "" means: the error's text
 		wantIs   error
+
+		wantHeader string // the Nats-Service-Error header; "" means: wantMsg
 	}{
 		{
 			name:     "not found",
@@ -173,6 +175,16 @@ func TestErrors(t *testing.T) {
 			wantCode: backend.CodeInternal,
 			wantMsg:  strings.Repeat("x", 1024) + "...",
 		},
+		{
+			name: "error text with line breaks",
+			mac:  "52:54:00:00:01:0a",
+			answer: func(context.Context) (backend.DHCP, error) {
+				return backend.DHCP{}, errors.New("db down\r\nX-Injected: 1\x00")
+			},
+			wantCode:   backend.CodeInternal,
+			wantMsg:    "db down\r\nX-Injected: 1\x00",
+			wantHeader: "db down  X-Injected: 1", // one header line: control bytes blanked (the trailing one trimmed by nats.go)
+		},
 	}
 	answers := map[string]func(context.Context) (backend.DHCP, error){}
 	for _, c := range cases {
@@ -212,10 +224,14 @@ func TestErrors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reply is not a response event: %v\n%s", err, reply.Data)
 			}
+			wantHeader := c.wantHeader
+			if wantHeader == "" {
+				wantHeader = wantMsg
+			}
 			wantHeaders := map[string]string{
 				backend.HeaderContentType:      backend.ContentType,
 				backend.HeaderServiceErrorCode: strconv.Itoa(c.wantCode),
-				backend.HeaderServiceError:     wantMsg,
+				backend.HeaderServiceError:     wantHeader,
 			}
 			gotHeaders := map[string]string{}
 			for k := range wantHeaders {
