@@ -171,3 +171,44 @@ func (c *clients) len() int {
 	defer c.mu.Unlock()
 	return len(c.m)
 }
+
+// budget is the not-found budget (Config.NotFoundRate, NotFoundBurst): a
+// token bucket charged by results. It may go into debt: lookups admitted
+// while it held a token may all end in not-found.
+type budget struct {
+	mu     sync.Mutex
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64 // as of at
+	at     time.Time
+}
+
+func newBudget(rate float64, burst int) *budget {
+	return &budget{rate: rate, burst: float64(burst), tokens: float64(burst)}
+}
+
+// refillLocked brings the tokens up to now.
+func (b *budget) refillLocked(now time.Time) {
+	if !b.at.IsZero() && now.After(b.at) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	}
+	if now.After(b.at) {
+		b.at = now
+	}
+}
+
+// available reports whether the bucket holds a token at now.
+func (b *budget) available(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillLocked(now)
+	return b.tokens >= 1
+}
+
+// charge takes a token for a not-found answer at now.
+func (b *budget) charge(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillLocked(now)
+	b.tokens--
+}

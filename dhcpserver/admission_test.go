@@ -195,7 +195,7 @@ func TestAdmissionCaches(t *testing.T) {
 			request(macKnown, dhcpv4.MessageTypeDiscover), // retransmitted
 			request(macKnown, dhcpv4.MessageTypeDiscover, func(d *dhcpv4.DHCPv4) { d.TransactionID[0] = 9 }),
 		}, lookups: 2, drops: map[DropReason]uint64{}},
-		{name: "unknown clients are rate-limited", cfg: func(c *Config) { c.UnknownLookupRate = 2 },
+		{name: "unknown clients are limited by the not-found budget", cfg: func(c *Config) { c.NotFoundRate, c.NotFoundBurst = 2, 2 },
 			reqs: []*dhcpv4.DHCPv4{
 				request(net.HardwareAddr{2, 0, 0, 0, 0, 1}, dhcpv4.MessageTypeDiscover),
 				request(net.HardwareAddr{2, 0, 0, 0, 0, 2}, dhcpv4.MessageTypeDiscover),
@@ -265,7 +265,9 @@ func TestClientsBounded(t *testing.T) {
 // DORAs over real sockets, with the whole chain behind the server
 // (requester, embedded NATS, responder). At least 99 % of the known DORAs
 // complete, and the lookups for unknown MAC addresses that reach the
-// Backend stay within the configured rate.
+// Backend stay within the not-found budget: its burst, its rate over the
+// test's time, and the lookups the unknown queue's workers had running
+// when it emptied.
 func TestUnknownFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("flood test")
@@ -285,9 +287,9 @@ func TestUnknownFlood(t *testing.T) {
 		}
 		return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
 	}))
-	const rateLimit = 50
+	const rateLimit, burst = 50, 50
 	cfg := testConfig(overNATS(t, be))
-	cfg.UnknownLookupRate = rateLimit
+	cfg.NotFoundRate, cfg.NotFoundBurst = rateLimit, burst
 	cfg.AnswerReuse, cfg.MinLookupInterval = -1, -1 // every known DORA asks the Backend twice
 	s := newTestServer(t, cfg)
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -349,9 +351,16 @@ func TestUnknownFlood(t *testing.T) {
 	if ratio := float64(completed.Load()) / float64(tried.Load()); ratio < 0.99 {
 		t.Errorf("%d of %d known DORAs completed (%.1f %%), want at least 99 %%", completed.Load(), tried.Load(), 100*ratio)
 	}
-	// A token bucket of rateLimit per second with a burst of rateLimit.
-	if limit := int64(rateLimit*elapsed.Seconds()) + rateLimit + 1; unknownLookups > limit {
-		t.Errorf("%d lookups for unknown MACs reached the Backend in %v, want at most %d", unknownLookups, elapsed, limit)
+	// A token bucket of burst tokens refilled at rateLimit per second,
+	// charged after each not-found: the lookups admitted while it held a
+	// token, at most unknownWork of them running at once, may overdraw it
+	// by that many.
+	if limit := burst + int64(rateLimit*elapsed.Seconds()) + int64(s.cfg.unknownWork) + 1; unknownLookups > limit {
+		t.Errorf("%d lookups for unknown MACs reached the Backend in %v, want at most %d (burst %d, %d/s, %d unknown workers)",
+			unknownLookups, elapsed, limit, burst, rateLimit, s.cfg.unknownWork)
+	}
+	if st.Dropped[DropUnknownLimited] == 0 {
+		t.Errorf("no %s drops: the not-found budget never emptied", DropUnknownLimited)
 	}
 	if sent.Load() < 10*unknownLookups {
 		t.Errorf("only %d flood packets sent for %d unknown lookups: the flood did not flood", sent.Load(), unknownLookups)
@@ -374,4 +383,68 @@ func serveConnUDP(t *testing.T, s *Server, conn *net.UDPConn) netip.AddrPort {
 		}
 	})
 	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// TestColdStart: after a restart the server has answered nobody, so every
+// client counts as unknown. 500 clients with reservations doing DORAs at
+// once, over real sockets, are all served, and none is dropped by the
+// not-found budget (which only not-found answers spend), even with a
+// budget much smaller than the number of clients.
+func TestColdStart(t *testing.T) {
+	const n = 500
+	res := map[string]backend.DHCP{}
+	macs := make([]net.HardwareAddr, n)
+	for i := range macs {
+		macs[i] = net.HardwareAddr{0x52, 0x54, 0, 0x20, byte(i >> 8), byte(i)}
+		d := reservation()
+		d.IPAddress = netip.AddrFrom4([4]byte{198, 18, 1 + byte(i>>8), byte(i)})
+		d.MACAddress = macs[i]
+		res[macs[i].String()] = d
+	}
+	be := newCounting(backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		if d, ok := res[req.MACAddress.String()]; ok {
+			return d, backend.Netboot{}, nil
+		}
+		return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
+	}))
+	cfg := testConfig(be)
+	cfg.NotFoundRate, cfg.NotFoundBurst = 10, 10 // far below n: the old per-request limit would drop most
+	s := newTestServer(t, cfg)
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadBuffer(4 << 20)
+	srv := serveConnUDP(t, s, conn)
+
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = newClient(t, srv)
+	}
+	start := make(chan struct{})
+	var completed atomic.Int64
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			<-start
+			// A client retransmits (a full unknown queue drops some
+			// packets); 10 tries of a second each.
+			if c.dora(macs[i], 1, 1, 10, time.Second) {
+				completed.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	st := s.Stats()
+	t.Logf("cold start: %d of %d DORAs completed; %d lookups; drops %v", completed.Load(), n, st.Lookups, st.Dropped)
+	if completed.Load() != n {
+		t.Errorf("%d of %d DORAs completed, want all", completed.Load(), n)
+	}
+	if d := st.Dropped[DropUnknownLimited]; d != 0 {
+		t.Errorf("%d %s drops of clients with reservations, want none", d, DropUnknownLimited)
+	}
+	if be.unknown.Load() != 0 {
+		t.Errorf("%d not-found lookups, want none", be.unknown.Load())
+	}
 }

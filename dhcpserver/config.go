@@ -40,10 +40,10 @@ const (
 	DefaultMinLookupInterval = time.Second
 	DefaultMACLookupBurst    = 5
 
-	// DefaultUnknownLookupRate is the number of lookups per second (and
-	// the burst) allowed for clients the server has not answered
-	// recently.
-	DefaultUnknownLookupRate = 100
+	// DefaultNotFoundRate and DefaultNotFoundBurst are the not-found
+	// budget: 100 not-found answers at once, then 100 per second.
+	DefaultNotFoundRate  = 100
+	DefaultNotFoundBurst = 100
 
 	// DefaultKnownTTL is how long a client the server answered counts as
 	// known: twice the default lease, so a client that renews at half its
@@ -166,13 +166,22 @@ type Config struct {
 	MinLookupInterval time.Duration
 	MACLookupBurst    int
 
-	// UnknownLookupRate bounds the lookups per second (token bucket, with
-	// a burst of the same size) for clients that the server has not
-	// answered within KnownTTL, so that a flood of unknown MAC addresses
-	// cannot take the Backend from known clients. Requests over the limit
-	// get no reply ([DropUnknownLimited]); their clients retransmit. Zero
-	// means [DefaultUnknownLookupRate]; negative means no limit.
-	UnknownLookupRate float64
+	// NotFoundRate and NotFoundBurst are the not-found budget: a token
+	// bucket of NotFoundBurst tokens refilled at NotFoundRate per second,
+	// charged by results rather than requests. Each not-found answer from
+	// the Backend takes a token (the bucket may go into debt by the
+	// lookups running when it empties); other answers and errors take
+	// none. Lookups for clients that the server has not answered within
+	// KnownTTL are admitted freely while the bucket holds a token, and
+	// dropped ([DropUnknownLimited]; their clients retransmit) while it is
+	// empty. So a mass boot of known machines after a restart runs at full
+	// speed, while a flood of distinct unknown MAC addresses reaches the
+	// Backend at NotFoundRate per second (after the burst), plus the
+	// lookups of the unknown queue's workers. Zero means
+	// [DefaultNotFoundRate]; a negative NotFoundRate means no limit. Zero
+	// NotFoundBurst means [DefaultNotFoundBurst]; negative is invalid.
+	NotFoundRate  float64
+	NotFoundBurst int
 
 	// KnownTTL is how long a client the server replied to counts as
 	// known: its packets go to the known queue, served by MaxConcurrent
@@ -397,8 +406,8 @@ func checkLimits(c *config) error {
 // checkAdmission checks and defaults the admission-control knobs; a
 // negative duration becomes 0 (off).
 func checkAdmission(c *config) error {
-	if c.KnownTTL < 0 || c.MaxClients < 0 || c.MACLookupBurst < 0 {
-		return errors.New("negative KnownTTL, MaxClients or MACLookupBurst")
+	if c.KnownTTL < 0 || c.MaxClients < 0 || c.MACLookupBurst < 0 || c.NotFoundBurst < 0 {
+		return errors.New("negative KnownTTL, MaxClients, MACLookupBurst or NotFoundBurst")
 	}
 	if c.MACLookupBurst == 0 {
 		c.MACLookupBurst = DefaultMACLookupBurst
@@ -419,11 +428,14 @@ func checkAdmission(c *config) error {
 			*d.v = 0
 		}
 	}
-	if c.UnknownLookupRate == 0 {
-		c.UnknownLookupRate = DefaultUnknownLookupRate
+	if c.NotFoundRate == 0 {
+		c.NotFoundRate = DefaultNotFoundRate
 	}
-	if c.UnknownLookupRate != c.UnknownLookupRate { // NaN
-		return errors.New("UnknownLookupRate is NaN")
+	if c.NotFoundRate != c.NotFoundRate { // NaN
+		return errors.New("NotFoundRate is NaN")
+	}
+	if c.NotFoundBurst == 0 {
+		c.NotFoundBurst = DefaultNotFoundBurst
 	}
 	if c.MaxClients == 0 {
 		c.MaxClients = DefaultMaxClients

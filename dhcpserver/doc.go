@@ -108,8 +108,15 @@
 //   - two queues: packets from clients the server replied to within
 //     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
 //     the others share a short queue and MaxConcurrent/4 workers;
-//   - a rate limit on lookups for clients not answered recently,
-//     UnknownLookupRate (default 100 per second, burst 100).
+//   - a not-found budget: a token bucket of NotFoundBurst (default 100)
+//     refilled at NotFoundRate (default 100 per second), charged by
+//     results: each not-found answer from the Backend takes a token.
+//     Lookups for clients not answered recently are admitted freely while
+//     the bucket holds a token and dropped while it is empty, so that
+//     known machines booting at once after a restart (none of which the
+//     new server has answered yet) are all looked up at full speed, while
+//     a flood of unknown MAC addresses reaches the Backend only at the
+//     budget's rate, plus the unknown queue's workers.
 //
 // What this remembers is bounded by MaxClients (default 65,536), and
 // clients never answered are forgotten first. A client that is new during

@@ -258,7 +258,7 @@ func (s *Server) reservation(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv
 	case f != nil:
 		s.stats.reused.Add(1)
 		sc.reused = true
-	case !known && s.unknown != nil && !s.unknown.Allow():
+	case !known && s.notFound != nil && !s.notFound.available(now):
 		return nil, DropUnknownLimited
 	case !s.clients.admit(mac, now, s.cfg.MinLookupInterval, s.cfg.MACLookupBurst):
 		return nil, DropMACLimited

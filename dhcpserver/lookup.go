@@ -111,6 +111,9 @@ func (s *Server) runLookup(ctx context.Context, f *flight) {
 	case f.err == nil:
 	case errors.Is(f.err, backend.ErrNotFound):
 		s.stats.notFound.Add(1)
+		if s.notFound != nil {
+			s.notFound.charge(time.Now())
+		}
 	default:
 		s.stats.backendErrors.Add(1)
 	}

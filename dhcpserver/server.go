@@ -11,7 +11,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/time/rate"
 )
 
 // ErrServerClosed is returned by [Server.Serve] and
@@ -34,9 +33,9 @@ type Server struct {
 	serving  sync.WaitGroup // running serve loops
 	scratchP sync.Pool
 
-	flights singleflight.Group // running lookups, by MAC address
-	clients *clients           // recent answers and replies, by MAC address
-	unknown *rate.Limiter      // lookups for unknown clients; nil = no limit
+	flights  singleflight.Group // running lookups, by MAC address
+	clients  *clients           // recent answers and replies, by MAC address
+	notFound *budget            // the not-found budget (Config.NotFoundRate); nil = no limit
 }
 
 // New validates cfg and returns a server. Errors wrap
@@ -55,8 +54,8 @@ func New(cfg Config) (*Server, error) {
 		conns:   map[packetConn]struct{}{},
 		clients: newClients(c.MaxClients, c.MACLookupBurst),
 	}
-	if c.UnknownLookupRate > 0 {
-		s.unknown = rate.NewLimiter(rate.Limit(c.UnknownLookupRate), max(1, int(c.UnknownLookupRate)))
+	if c.NotFoundRate > 0 {
+		s.notFound = newBudget(c.NotFoundRate, c.NotFoundBurst)
 	}
 	s.scratchP.New = func() any { return newScratch() }
 	return s, nil

@@ -29,7 +29,7 @@ const (
 	DropCanceled    DropReason = "canceled" // the request's context ended before its lookup did (Close, or the ctx of Handle)
 
 	DropUnknownQueueFull DropReason = "unknown-queue-full" // from a client not answered recently, and its queue full
-	DropUnknownLimited   DropReason = "unknown-rate-limit" // from a client not answered recently, over Config.UnknownLookupRate
+	DropUnknownLimited   DropReason = "unknown-rate-limit" // from a client not answered recently, the not-found budget spent (Config.NotFoundRate)
 	DropMACLimited       DropReason = "mac-rate-limit"     // over the per-MAC lookup limit (Config.MinLookupInterval, MACLookupBurst)
 
 	DropDisabled DropReason = "disabled" // the reservation says Disabled: the server stays silent

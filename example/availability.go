@@ -68,13 +68,17 @@ func admission(o *options, cfg *dhcpserver.Config) error {
 	if o.knownTTL <= 0 {
 		return usageError{fmt.Errorf("-known-ttl %v: want a positive duration", o.knownTTL)}
 	}
+	if o.notFoundBurst < 0 {
+		return usageError{fmt.Errorf("-not-found-burst %d: want a positive number (0: the default)", o.notFoundBurst)}
+	}
 	if o.maxClients <= 0 {
 		return usageError{fmt.Errorf("-max-clients %d: want a positive number", o.maxClients)}
 	}
 	cfg.AnswerReuse = off(o.answerReuse)
 	cfg.NegativeTTL = off(o.negativeTTL)
 	cfg.MinLookupInterval = off(o.minLookupInterval)
-	cfg.UnknownLookupRate = off(o.unknownRate)
+	cfg.NotFoundRate = off(o.notFoundRate)
+	cfg.NotFoundBurst = o.notFoundBurst
 	cfg.KnownTTL = o.knownTTL
 	cfg.MaxClients = o.maxClients
 	return nil

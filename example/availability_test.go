@@ -17,7 +17,8 @@ import (
 func TestAvailabilityFlags(t *testing.T) {
 	type knobs struct {
 		AnswerReuse, NegativeTTL, MinLookupInterval, KnownTTL time.Duration
-		UnknownLookupRate                                     float64
+		NotFoundRate                                          float64
+		NotFoundBurst                                         int
 		MaxClients                                            int
 		HedgeDelay                                            time.Duration
 		MaxAttempts                                           int
@@ -32,18 +33,18 @@ func TestAvailabilityFlags(t *testing.T) {
 		{"defaults", nil, knobs{
 			AnswerReuse: dhcpserver.DefaultAnswerReuse, NegativeTTL: dhcpserver.DefaultNegativeTTL,
 			MinLookupInterval: dhcpserver.DefaultMinLookupInterval, KnownTTL: dhcpserver.DefaultKnownTTL,
-			UnknownLookupRate: dhcpserver.DefaultUnknownLookupRate, MaxClients: dhcpserver.DefaultMaxClients,
+			NotFoundRate: dhcpserver.DefaultNotFoundRate, NotFoundBurst: dhcpserver.DefaultNotFoundBurst, MaxClients: dhcpserver.DefaultMaxClients,
 			HedgeDelay: natsbackend.DefaultHedgeDelay, MaxAttempts: natsbackend.DefaultMaxAttempts,
 			StaleMaxAge: 24 * time.Hour, Health: true,
 		}},
-		{"all off", []string{"-answer-reuse", "0", "-negative-ttl", "0", "-min-lookup-interval", "0", "-unknown-lookup-rate", "0",
+		{"all off", []string{"-answer-reuse", "0", "-negative-ttl", "0", "-min-lookup-interval", "0", "-not-found-rate", "0",
 			"-hedge-delay", "0", "-lookup-attempts", "1", "-stale-max-age", "0", "-nats-health=false"}, knobs{
 			AnswerReuse: -1, NegativeTTL: -1, MinLookupInterval: -1, KnownTTL: dhcpserver.DefaultKnownTTL,
-			UnknownLookupRate: -1, MaxClients: dhcpserver.DefaultMaxClients, HedgeDelay: -1, MaxAttempts: 1, StaleMaxAge: -1,
+			NotFoundRate: -1, NotFoundBurst: dhcpserver.DefaultNotFoundBurst, MaxClients: dhcpserver.DefaultMaxClients, HedgeDelay: -1, MaxAttempts: 1, StaleMaxAge: -1,
 		}},
 		{"negative is off too", []string{"-answer-reuse", "-1ns", "-min-lookup-interval", "-1ns", "-stale-max-age", "-1s"}, knobs{
 			AnswerReuse: -1, NegativeTTL: dhcpserver.DefaultNegativeTTL, MinLookupInterval: -1, KnownTTL: dhcpserver.DefaultKnownTTL,
-			UnknownLookupRate: dhcpserver.DefaultUnknownLookupRate, MaxClients: dhcpserver.DefaultMaxClients,
+			NotFoundRate: dhcpserver.DefaultNotFoundRate, NotFoundBurst: dhcpserver.DefaultNotFoundBurst, MaxClients: dhcpserver.DefaultMaxClients,
 			HedgeDelay: natsbackend.DefaultHedgeDelay, MaxAttempts: natsbackend.DefaultMaxAttempts, StaleMaxAge: -1, Health: true,
 		}},
 	}
@@ -60,7 +61,7 @@ func TestAvailabilityFlags(t *testing.T) {
 			rc := requesterConfig(o, nil, nil)
 			got := knobs{
 				AnswerReuse: cfg.AnswerReuse, NegativeTTL: cfg.NegativeTTL, MinLookupInterval: cfg.MinLookupInterval,
-				KnownTTL: cfg.KnownTTL, UnknownLookupRate: cfg.UnknownLookupRate, MaxClients: cfg.MaxClients,
+				KnownTTL: cfg.KnownTTL, NotFoundRate: cfg.NotFoundRate, NotFoundBurst: cfg.NotFoundBurst, MaxClients: cfg.MaxClients,
 				HedgeDelay: rc.HedgeDelay, MaxAttempts: rc.Retry.MaxAttempts, StaleMaxAge: off(o.staleMaxAge), Health: o.natsHealth,
 			}
 			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {

@@ -121,7 +121,8 @@ type options struct {
 	answerReuse       time.Duration // dhcpserver.Config.AnswerReuse
 	negativeTTL       time.Duration // dhcpserver.Config.NegativeTTL
 	minLookupInterval time.Duration // dhcpserver.Config.MinLookupInterval
-	unknownRate       float64       // dhcpserver.Config.UnknownLookupRate
+	notFoundRate      float64       // dhcpserver.Config.NotFoundRate
+	notFoundBurst     int           // dhcpserver.Config.NotFoundBurst
 	knownTTL          time.Duration // dhcpserver.Config.KnownTTL
 	maxClients        int           // dhcpserver.Config.MaxClients
 }
@@ -182,8 +183,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: the OFFER's answer serves the REQUEST and retransmissions that follow (one lookup per DORA); 0 or negative: off")
 	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: remember a not-found MAC this long without asking the backend; 0 or negative: off")
 	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval; 0 or negative: no limit")
-	fs.Float64Var(&o.unknownRate, "unknown-lookup-rate", dhcpserver.DefaultUnknownLookupRate, "DHCP server: lookups per second for clients not answered recently (flood protection); 0 or negative: no limit")
-	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, no rate limit)")
+	fs.Float64Var(&o.notFoundRate, "not-found-rate", dhcpserver.DefaultNotFoundRate, "DHCP server: not-found budget (flood protection), refilled at this many per second: each not-found answer takes one; while it is empty, clients not answered recently are not looked up; 0 or negative: no limit")
+	fs.IntVar(&o.notFoundBurst, "not-found-burst", dhcpserver.DefaultNotFoundBurst, "DHCP server: size of the not-found budget (see -not-found-rate)")
+	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, not limited by the not-found budget)")
 	fs.IntVar(&o.maxClients, "max-clients", dhcpserver.DefaultMaxClients, "DHCP server: clients remembered for -answer-reuse, -negative-ttl, -min-lookup-interval and -known-ttl")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

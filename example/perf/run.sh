@@ -30,9 +30,9 @@
 #     average DISCOVER->OFFER delay, and LOAD_RATE DORA/s for 10 s for the
 #     CPU per DORA at the same load (less noisy than at each one's maximum);
 #   - first warms every variant up (and reports how long it took): all
-#     clients are new, Kea allocates leases and the DHCP server's admission
-#     control limits lookups for clients it has not answered yet
-#     (-unknown-lookup-rate), so WARM_RATE DORA/s runs in 10 s steps until
+#     clients are new, Kea allocates leases and the DHCP server has not
+#     answered any of them yet (its not-found budget, -not-found-rate, only
+#     limits them after not-found answers), so WARM_RATE DORA/s runs in 10 s steps until
 #     one loses < MAX_DROP %;
 #   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of the
 #     variant's server processes over the measured run, divided by the
@@ -47,7 +47,7 @@
 #   loop    -server, -responder -hosts, and the DHCP server -udp ... LOOP_FLAGS
 #   loopoff the full loop with OFF_FLAGS added (availability features off,
 #           e.g. OFF_FLAGS="-min-lookup-interval -1s -negative-ttl -1s
-#           -unknown-lookup-rate -1"); skipped when OFF_FLAGS is empty
+#           -not-found-rate -1"); skipped when OFF_FLAGS is empty
 #   inproc  the DHCP server with the hosts file linked in (INPROC_FLAGS);
 #           skipped when INPROC_FLAGS is empty and the example has no such
 #           flag
