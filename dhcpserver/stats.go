@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/tinkerbell/backend/internal/latency"
 )
 
 // DropReason says why a received packet got no reply. It is a label value
@@ -107,18 +109,10 @@ type counters struct {
 	lookups, coalesced, notFound, backendErrors, reused atomic.Uint64
 	inflight, waiting                                   atomic.Int64 // lookups running; requests waiting for one
 
-	latency    [len(latencyBounds) + 1]atomic.Uint64
-	latencySum atomic.Int64
+	latency latency.Recorder
 }
 
-func (c *counters) observe(d time.Duration) {
-	i := 0
-	for i < len(latencyBounds) && d > latencyBounds[i] {
-		i++
-	}
-	c.latency[i].Add(1)
-	c.latencySum.Add(int64(d))
-}
+func (c *counters) observe(d time.Duration) { c.latency.Observe(latencyBounds[:], d) }
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
@@ -132,12 +126,10 @@ func (c *counters) snapshot() Stats {
 		BackendErrors: c.backendErrors.Load(),
 		InFlight:      c.inflight.Load(),
 		Waiting:       c.waiting.Load(),
-		LookupLatency: Histogram{
-			Bounds: append([]time.Duration(nil), latencyBounds[:]...),
-			Counts: make([]uint64, len(latencyBounds)+1),
-			Sum:    time.Duration(c.latencySum.Load()),
-		},
+		LookupLatency: Histogram{Bounds: append([]time.Duration(nil), latencyBounds[:]...)},
 	}
+	h := &s.LookupLatency
+	h.Counts, h.Count, h.Sum = c.latency.Snapshot(latencyBounds[:])
 	for i := range c.received {
 		if n := c.received[i].Load(); n != 0 {
 			s.Received[dhcpv4.MessageType(i)] = n
@@ -150,11 +142,6 @@ func (c *counters) snapshot() Stats {
 		if n := c.dropped[i].Load(); n != 0 {
 			s.Dropped[r] = n
 		}
-	}
-	for i := range c.latency {
-		n := c.latency[i].Load()
-		s.LookupLatency.Counts[i] = n
-		s.LookupLatency.Count += n
 	}
 	return s
 }

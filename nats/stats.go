@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/latency"
 )
 
 // Outcome is how a lookup ended, a bounded label for metrics.
@@ -118,8 +119,7 @@ type stats struct {
 	hedgeWins    atomic.Uint64
 	hedgesDenied atomic.Uint64
 	rejected     atomic.Uint64
-	buckets      [15]atomic.Uint64 // len(LatencyBounds)+1
-	sum          atomic.Int64
+	latency      latency.Recorder
 }
 
 func (s *stats) finish(o Outcome, code int, d time.Duration) {
@@ -136,12 +136,7 @@ func (s *stats) finish(o Outcome, code int, d time.Duration) {
 			s.otherCodes.Add(1)
 		}
 	}
-	i := 0
-	for i < len(LatencyBounds) && d > LatencyBounds[i] {
-		i++
-	}
-	s.buckets[i].Add(1)
-	s.sum.Add(int64(d))
+	s.latency.Observe(LatencyBounds, d)
 }
 
 // Stats returns a snapshot of the counters.
@@ -158,21 +153,15 @@ func (b *Backend) Stats() Stats {
 		HedgeWins:    s.hedgeWins.Load(),
 		HedgesDenied: s.hedgesDenied.Load(),
 		Rejected:     s.rejected.Load(),
-		Latency: Histogram{
-			Bounds: append([]time.Duration(nil), LatencyBounds...),
-			Counts: make([]uint64, len(LatencyBounds)+1),
-			Sum:    time.Duration(s.sum.Load()),
-		},
+		Latency:      Histogram{Bounds: append([]time.Duration(nil), LatencyBounds...)},
 	}
+	h := &out.Latency
+	h.Counts, h.Count, h.Sum = s.latency.Snapshot(LatencyBounds)
 	for i, o := range outcomes {
 		out.Lookups[o] = s.lookups[i].Load()
 	}
 	for i, c := range countedCodes {
 		out.Codes[c] = s.codes[i].Load()
-	}
-	for i := range out.Latency.Counts {
-		out.Latency.Counts[i] = s.buckets[i].Load()
-		out.Latency.Count += out.Latency.Counts[i]
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tinkerbell/backend"
+	"github.com/tinkerbell/backend/internal/latency"
 )
 
 // Stats are the statistics of a [Server], as [Server.Stats] returns them
@@ -248,36 +249,20 @@ var latencyBounds = [...]time.Duration{
 	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second, 30 * time.Second,
 }
 
-// histogram counts observations per bucket (not cumulative).
-type histogram struct {
-	buckets [len(latencyBounds) + 1]atomic.Uint64
-	sum     atomic.Int64
-}
+// histogram records durations against latencyBounds.
+type histogram struct{ r latency.Recorder }
 
-func (h *histogram) observe(d time.Duration) {
-	i := 0
-	for i < len(latencyBounds) && d > latencyBounds[i] {
-		i++
-	}
-	h.buckets[i].Add(1)
-	h.sum.Add(int64(d))
-}
+func (h *histogram) observe(d time.Duration) { h.r.Observe(latencyBounds[:], d) }
 
+// snapshot returns the cumulative form of [Histogram].
 func (h *histogram) snapshot() Histogram {
-	out := Histogram{
+	counts, n, sum := h.r.Snapshot(latencyBounds[:])
+	return Histogram{
 		Bounds: append([]time.Duration(nil), latencyBounds[:]...),
-		Counts: make([]uint64, len(latencyBounds)),
-		Sum:    time.Duration(h.sum.Load()),
+		Counts: latency.Cumulative(counts),
+		Count:  n,
+		Sum:    sum,
 	}
-	var n uint64
-	for i := range h.buckets {
-		n += h.buckets[i].Load()
-		if i < len(out.Counts) {
-			out.Counts[i] = n
-		}
-	}
-	out.Count = n
-	return out
 }
 
 // ewma is an exponentially weighted moving average of durations, updated
