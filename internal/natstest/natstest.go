@@ -158,14 +158,18 @@ func clusterOptions(i int) *server.Options {
 // notification for it.
 func WaitForRoutes(tb testing.TB, servers []*Server, timeout time.Duration) {
 	tb.Helper()
-	want := len(servers) - 1
+	waitRoutes(tb, len(servers), func(i int) int { return routedPeers(servers[i].Server) }, timeout)
+}
+
+// waitRoutes polls routes(i), the number of peers server i of n has a route
+// to, until every server reaches n-1, or fails tb after timeout.
+func waitRoutes(tb testing.TB, n int, routes func(i int) int, timeout time.Duration) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for {
 		ok := true
-		for _, s := range servers {
-			if routedPeers(s.Server) < want {
+		for i := range n {
+			if routes(i) < n-1 {
 				ok = false
 				break
 			}
@@ -176,7 +180,7 @@ func WaitForRoutes(tb testing.TB, servers []*Server, timeout time.Duration) {
 		if time.Now().After(deadline) {
 			tb.Fatalf("natstest: cluster routes not up after %v", timeout)
 		}
-		<-tick.C
+		time.Sleep(5 * time.Millisecond) // polling servers; they offer no notification
 	}
 }
 

@@ -310,25 +310,8 @@ func StartProcCluster(tb testing.TB, n int, config string) []*Proc {
 // timeout.
 func WaitForProcRoutes(tb testing.TB, procs []*Proc, timeout time.Duration) {
 	tb.Helper()
-	want := len(procs) - 1
-	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
-	for {
-		ok := true
-		for _, p := range procs {
-			if p.routes(client) < want {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("natstest: cluster routes not up after %v", timeout)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a server; nothing to wait on
-	}
+	waitRoutes(tb, len(procs), func(i int) int { return procs[i].routes(client) }, timeout)
 }
 
 // routes counts the distinct servers p has routes to.
