@@ -125,6 +125,8 @@ func TestUDPModeDORA(t *testing.T) {
 	waitFor(t, "malformed drop", func() bool { return s.Stats().Dropped[DropMalformed] == 1 })
 	c.exchange(request(macKnown, dhcpv4.MessageTypeDiscover))
 
+	// A reply is counted after it is written: the client can read it first.
+	waitFor(t, "the second OFFER counted", func() bool { return s.Stats().Answered[dhcpv4.MessageTypeOffer] == 2 })
 	st := s.Stats()
 	st.LookupLatency = Histogram{}
 	want := Stats{
