@@ -267,15 +267,15 @@ def main():
             key, signer = nkey_from_seed(f.read())
     nc = Conn(url)
     nc.send(f"SUB {SUBJECT} {QUEUE} 1\r\nPING\r\n".encode())
-    ready = False
+    pongs = 0  # one PONG answers CONNECT's PING, the second SUB's
     while True:
         line = nc.readline()
         op = line.split(" ", 1)[0]
         if op == "PING":
             nc.send(b"PONG\r\n")
         elif op == "PONG":
-            if not ready:  # the server has processed CONNECT and SUB
-                ready = True
+            pongs += 1
+            if pongs == 2:  # the server has processed CONNECT and SUB
                 print("ready", flush=True)
         elif op == "-ERR":
             print(line, file=sys.stderr, flush=True)
