@@ -15,6 +15,7 @@ import (
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/events"
+	"github.com/tinkerbell/backend/internal/dhcptest"
 	"github.com/tinkerbell/backend/internal/natstest"
 	"github.com/tinkerbell/backend/internal/wire"
 )
@@ -132,19 +133,7 @@ func startDHCP(t *testing.T, onDecision func(dhcpserver.Decision)) *net.UDPAddr 
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(conn) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return conn.LocalAddr().(*net.UDPAddr)
+	return dhcptest.Serve(t, srv)
 }
 
 func discovery(t *testing.T, m net.HardwareAddr) *dhcpv4.DHCPv4 {

@@ -18,6 +18,7 @@ import (
 	"github.com/tinkerbell/backend/cache"
 	"github.com/tinkerbell/backend/dhcpserver"
 	"github.com/tinkerbell/backend/events"
+	"github.com/tinkerbell/backend/internal/dhcptest"
 	"github.com/tinkerbell/backend/internal/natstest"
 	"github.com/tinkerbell/backend/metrics"
 	natsbackend "github.com/tinkerbell/backend/nats"
@@ -43,19 +44,7 @@ func startDHCP(t *testing.T) (*dhcpserver.Server, *net.UDPAddr) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(conn) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return srv, conn.LocalAddr().(*net.UDPAddr)
+	return srv, dhcptest.Serve(t, srv)
 }
 
 // discover sends a DISCOVER for mac and returns the OFFER, or nil when

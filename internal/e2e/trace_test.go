@@ -16,6 +16,7 @@ import (
 
 	"github.com/tinkerbell/backend"
 	"github.com/tinkerbell/backend/dhcpserver"
+	"github.com/tinkerbell/backend/internal/dhcptest"
 	"github.com/tinkerbell/backend/internal/natstest"
 	natsbackend "github.com/tinkerbell/backend/nats"
 	"github.com/tinkerbell/backend/responder"
@@ -66,19 +67,7 @@ func startLoop(t *testing.T) *loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(conn) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return &loop{spans: spans, addr: conn.LocalAddr().(*net.UDPAddr)}
+	return &loop{spans: spans, addr: dhcptest.Serve(t, srv)}
 }
 
 // discover sends a DISCOVER with the given options and returns the OFFER.
