@@ -30,13 +30,8 @@ func TestShutdownDeadline(t *testing.T) {
 		return backend.DHCP{}, backend.Netboot{}, ctx.Err()
 	})
 	s := newTestServer(t, testConfig(be))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(conn) }()
-	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
+	addr, errc := startLoopback(t, s)
+	c := newClient(t, addr)
 	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
 	<-started
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)

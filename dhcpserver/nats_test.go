@@ -1,43 +1,16 @@
 package dhcpserver
 
 import (
-	"context"
-	"errors"
 	"testing"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-
-	"github.com/tinkerbell/backend/internal/natstest"
-	natsbackend "github.com/tinkerbell/backend/nats"
-	"github.com/tinkerbell/backend/responder"
 )
 
 // TestOverNATS runs the whole chain: DHCP client → dhcpserver (UDP mode on
 // loopback) → nats requester → embedded NATS server → responder → the
 // in-memory Backend.
 func TestOverNATS(t *testing.T) {
-	ns := natstest.Run(t, nil)
-	resp, err := responder.New(responder.Config{Conn: natstest.Connect(t, ns), Backend: newMemBackend()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- resp.Serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := resp.Shutdown(ctx); err != nil {
-			t.Errorf("responder Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, responder.ErrServerClosed) {
-			t.Errorf("responder Serve: %v", err)
-		}
-	})
-	requester, err := natsbackend.New(natsbackend.Config{Conn: natstest.Connect(t, ns)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	requester := overNATS(t, newMemBackend())
 	s := newTestServer(t, testConfig(requester))
 	c := newClient(t, serveLoopback(t, s))
 

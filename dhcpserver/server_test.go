@@ -18,10 +18,10 @@ import (
 	"github.com/tinkerbell/backend/internal/testenv"
 )
 
-// serveLoopback runs s in UDP mode on 127.0.0.1 and returns the server's
-// address. The server is shut down, and Serve's result checked, when t
-// ends.
-func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
+// startLoopback runs s in UDP mode on a new socket on 127.0.0.1 and
+// returns the socket's address and Serve's result, for tests that shut the
+// server down themselves.
+func startLoopback(t *testing.T, s *Server) (netip.AddrPort, <-chan error) {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -29,6 +29,15 @@ func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(conn) }()
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort(), errc
+}
+
+// serveLoopback runs s in UDP mode on 127.0.0.1 and returns the server's
+// address. The server is shut down, and Serve's result checked, when t
+// ends.
+func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
+	t.Helper()
+	addr, errc := startLoopback(t, s)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -39,7 +48,7 @@ func serveLoopback(t *testing.T, s *Server) netip.AddrPort {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return addr
 }
 
 // client is a UDP client on loopback.
@@ -286,13 +295,8 @@ func TestShutdownDrains(t *testing.T) {
 		return reservation(), backend.Netboot{}, nil
 	})
 	s := newTestServer(t, testConfig(be))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(conn) }()
-	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
+	addr, errc := startLoopback(t, s)
+	c := newClient(t, addr)
 	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
 	<-started
 	shut := make(chan error, 1)
@@ -323,13 +327,8 @@ func TestShutdownDrains(t *testing.T) {
 
 func TestCloseAbortsLookup(t *testing.T) {
 	s := newTestServer(t, testConfig(newMemBackend()))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(conn) }()
-	c := newClient(t, conn.LocalAddr().(*net.UDPAddr).AddrPort())
+	addr, errc := startLoopback(t, s)
+	c := newClient(t, addr)
 	c.send(request(macSlow, dhcpv4.MessageTypeDiscover).ToBytes()) // blocks until its context ends
 	waitFor(t, "lookup running", func() bool { return s.Stats().Lookups == 1 })
 	s.Close()
