@@ -469,10 +469,7 @@ func (b *Backend) lookup(ctx context.Context, req *backend.DHCPRequest, start ti
 		c.timer.Reset(time.Until(wake))
 		select {
 		case <-ctx.Done():
-			if s.lastOut == OutcomeNoBackend && s.pending == 0 {
-				return s.noBackend()
-			}
-			return b.ctxOutcome(ctx)
+			return s.ctxEnded()
 		case d := <-c.ch:
 			if o, done := s.handle(d, req); done {
 				return o
@@ -721,13 +718,27 @@ func (s *lookupState) noBackend() outcome {
 func (s *lookupState) expired() outcome {
 	if s.ctxEnd {
 		if s.ctx.Err() != nil {
-			return s.b.ctxOutcome(s.ctx)
+			return s.ctxEnded()
 		}
 		// Our timer fired a hair before the context's.
 		return outcome{err: fmt.Errorf("%w: nats: lookup on %q: %w", backend.ErrUnavailable, s.b.subject, context.DeadlineExceeded), outcome: OutcomeTimeout}
 	}
 	return outcome{err: fmt.Errorf("%w: nats: lookup on %q failed after %d attempts: %w: no reply within %v",
 		backend.ErrUnavailable, s.b.subject, s.attempt, nats.ErrTimeout, s.b.timeout), outcome: OutcomeTimeout}
+}
+
+// ctxEnded is the result of a lookup whose context ended. When the last
+// reply was rejected for its signature, that is what the caller hears
+// about (wrapped with the context's error): a forged answer must not look
+// like a slow backend, whether our timer or the context's fired first.
+func (s *lookupState) ctxEnded() outcome {
+	switch {
+	case s.lastOut == OutcomeNoBackend && s.pending == 0:
+		return s.noBackend()
+	case s.lastOut == OutcomeBadSignature:
+		return outcome{err: fmt.Errorf("%w: %w", s.lastErr, s.ctx.Err()), outcome: OutcomeBadSignature}
+	}
+	return s.b.ctxOutcome(s.ctx)
 }
 
 // ctxOutcome is the result of a lookup whose context ended: its error
