@@ -82,10 +82,14 @@ func TestSigned(t *testing.T) {
 		// One request holds the worker, one waits in the queue: the next
 		// is shed, from the subscription's callback, and signed too.
 		hold := &nats.Msg{Subject: backend.DefaultSubject, Reply: nc.NewRespInbox(), Data: requestEvent(mustMAC(t, "52:54:00:00:0d:02"), "")}
-		for range 2 {
-			if err := nc.PublishMsg(hold); err != nil {
-				t.Fatal(err)
-			}
+		// The first must reach the worker before the second arrives, or
+		// the second finds the queue full and is shed itself.
+		if err := nc.PublishMsg(hold); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a busy worker", func() bool { return srv.Stats().InFlight == 1 })
+		if err := nc.PublishMsg(hold); err != nil {
+			t.Fatal(err)
 		}
 		waitFor(t, "a busy worker and a full queue", func() bool { st := srv.Stats(); return st.InFlight == 1 && st.Queued == 1 })
 		reply := request("q-4", known.String(), nil)
