@@ -184,8 +184,13 @@ func TestObserve(t *testing.T) {
 		t.Error("no Go runtime metrics")
 	}
 
-	evs, err := natstest.Connect(t, s).SubscribeSync("tinkerbell.dhcp.events.>")
+	enc := natstest.Connect(t, s)
+	evs, err := enc.SubscribeSync("tinkerbell.dhcp.events.>")
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server must know the subscription before the DORA's events.
+	if err := enc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC("52:54:00:66:ea:9a")
