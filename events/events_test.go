@@ -39,6 +39,9 @@ func TestPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := nc.Flush(); err != nil { // the publisher uses another connection
+		t.Fatal(err)
+	}
 	p := newPublisher(t, events.Config{Conn: natstest.Connect(t, s), SubjectPrefix: "site-a"})
 	at := time.Date(2026, 12, 1, 15, 0, 0, 0, time.UTC)
 	if !p.Publish(events.Event{
