@@ -36,6 +36,7 @@ func TestSigned(t *testing.T) {
 	}
 	known := mustMAC(t, "52:54:00:00:0d:01")
 	release := make(chan struct{})
+	holding := make(chan struct{}, 2)
 	unblock := sync.OnceFunc(func() { close(release) })
 	defer unblock()
 	srv := serve(t, responder.Config{Conn: more(), SigningKey: kp, MaxConcurrent: 1, MaxPending: 1, Backend: backend.BackendFunc(
@@ -44,13 +45,14 @@ func TestSigned(t *testing.T) {
 			case known.String():
 				return backend.DHCP{Hostname: "signed"}, backend.Netboot{}, nil
 			case "52:54:00:00:0d:02":
+				holding <- struct{}{}
 				<-release // occupies the only worker
 				return backend.DHCP{}, backend.Netboot{}, nil
 			}
 			return backend.DHCP{}, backend.Netboot{}, backend.ErrNotFound
 		})})
 
-	request := func(id string, mac string, h nats.Header) *nats.Msg {
+	request := func(t *testing.T, id string, mac string, h nats.Header) *nats.Msg {
 		t.Helper()
 		var ids wire.IDs
 		a := wire.Attrs{ID: id, Source: "/test", Type: backend.RequestEventType}
@@ -66,7 +68,7 @@ func TestSigned(t *testing.T) {
 		{"bad budget", "q-3", known.String(), nats.Header{backend.HeaderTimeout: {"soon"}}, "400"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			reply := request(tt.id, tt.mac, tt.h)
+			reply := request(t, tt.id, tt.mac, tt.h)
 			if got := reply.Header.Get(backend.HeaderServiceErrorCode); got != tt.code {
 				t.Fatalf("code %q, want %q", got, tt.code)
 			}
@@ -82,17 +84,24 @@ func TestSigned(t *testing.T) {
 		// One request holds the worker, one waits in the queue: the next
 		// is shed, from the subscription's callback, and signed too.
 		hold := &nats.Msg{Subject: backend.DefaultSubject, Reply: nc.NewRespInbox(), Data: requestEvent(mustMAC(t, "52:54:00:00:0d:02"), "")}
-		// The first must reach the worker before the second arrives, or
-		// the second finds the queue full and is shed itself.
+		// The first must reach the backend before the second arrives, or
+		// the second finds the queue full and is shed itself. (The worker
+		// of the last subtest may still be counted in flight for a moment
+		// after its reply: wait for it first.)
+		waitFor(t, "the last subtest's worker", func() bool { st := srv.Stats(); return st.InFlight == 0 && st.Queued == 0 })
 		if err := nc.PublishMsg(hold); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "a busy worker", func() bool { return srv.Stats().InFlight == 1 })
+		select {
+		case <-holding:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first request did not reach the backend")
+		}
 		if err := nc.PublishMsg(hold); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "a busy worker and a full queue", func() bool { st := srv.Stats(); return st.InFlight == 1 && st.Queued == 1 })
-		reply := request("q-4", known.String(), nil)
+		reply := request(t, "q-4", known.String(), nil)
 		if got := reply.Header.Get(backend.HeaderServiceErrorCode); got != "503" {
 			t.Fatalf("code %q, want 503", got)
 		}
