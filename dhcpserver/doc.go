@@ -16,9 +16,8 @@
 // client; a Backend error or timeout gets none either, and is logged. Each
 // lookup has a deadline ([Config].LookupTimeout) well under the ~4 s after
 // which clients retransmit, and concurrent requests for one MAC address
-// (retransmissions, DISCOVER then REQUEST) share one lookup
-// (golang.org/x/sync/singleflight), each waiting only as long as its own
-// context allows. A RELEASE or DECLINE naming another server (option 54)
+// (retransmissions, DISCOVER then REQUEST) share one lookup, each waiting
+// only as long as its own context allows. A RELEASE or DECLINE naming another server (option 54)
 // is ignored.
 //
 // Replies carry options 1, 3, 6, 12, 15, 28, 42, 51, 119 (compressed as

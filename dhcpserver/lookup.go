@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -42,26 +43,73 @@ func (f *flight) markStale(age time.Duration) { f.stale, f.staleAge = true, age 
 // waited for its lookup (Close, or the ctx given to Handle).
 var errGaveUp = errors.New("dhcpserver: request gave up waiting for its lookup")
 
+// flights are the running lookups, by MAC address: requests for an
+// address whose lookup runs wait for it instead of asking again.
+type flights struct {
+	mu  sync.Mutex
+	run map[[6]byte]*flightCall
+}
+
+// flightCall is one running lookup and the channel closed when it ends.
+type flightCall struct {
+	f    *flight
+	done chan struct{}
+}
+
+// join returns the running lookup for mac, or registers c as the one
+// that runs (leader true).
+func (g *flights) join(mac [6]byte, c *flightCall) (running *flightCall, leader bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r, ok := g.run[mac]; ok {
+		return r, false
+	}
+	if g.run == nil {
+		g.run = make(map[[6]byte]*flightCall)
+	}
+	g.run[mac] = c
+	return c, true
+}
+
+// end removes the lookup c for mac and wakes its followers.
+func (g *flights) end(mac [6]byte, c *flightCall) {
+	g.mu.Lock()
+	delete(g.run, mac)
+	g.mu.Unlock()
+	close(c.done)
+}
+
 // lookup asks the Backend about mac. Requests for the same address that
-// arrive while a lookup runs share it (golang.org/x/sync/singleflight);
-// each waits only as long as its own ctx allows, and the lookup itself is
-// bounded by Config.LookupTimeout and ended by [Server.Close], not by the
-// ctx of whichever request started it.
+// arrive while a lookup runs share it; each waits only as long as its own
+// ctx allows, and the lookup itself is bounded by Config.LookupTimeout and
+// ended by [Server.Close], not by the ctx of whichever request started it.
+//
+// A packet from a socket (ctx is the server's) runs its lookup on its own
+// worker goroutine, whose stack has long grown to what a lookup needs; a
+// caller of Handle, whose ctx may end first, has it run on a goroutine of
+// its own so that it can stop waiting.
 func (s *Server) lookup(ctx context.Context, mac []byte, xid [4]byte) *flight {
 	f := &flight{mac: [6]byte(mac), xid: xid}
 	s.stats.waiting.Add(1)
 	defer s.stats.waiting.Add(-1)
-	ch := s.flights.DoChan(string(mac), func() (any, error) {
-		s.runLookup(ctx, f)
-		return f, nil
-	})
+	c, leader := s.flights.join(f.mac, &flightCall{f: f, done: make(chan struct{})})
+	if leader {
+		if ctx == s.ctx {
+			s.runLookup(ctx, f)
+			s.flights.end(f.mac, c)
+			return f
+		}
+		go func() {
+			s.runLookup(ctx, f)
+			s.flights.end(f.mac, c)
+		}()
+	}
 	select {
-	case r := <-ch:
-		shared := r.Val.(*flight)
-		if shared != f {
+	case <-c.done:
+		if !leader {
 			s.stats.coalesced.Add(1)
 		}
-		return shared
+		return c.f
 	case <-ctx.Done():
 		return &flight{mac: f.mac, err: fmt.Errorf("%w: %w", errGaveUp, context.Cause(ctx))}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sync/singleflight"
 )
 
 // ErrServerClosed is returned by [Server.Serve] and
@@ -33,9 +32,9 @@ type Server struct {
 	serving  sync.WaitGroup // running serve loops
 	scratchP sync.Pool
 
-	flights  singleflight.Group // running lookups, by MAC address
-	clients  *clients           // recent answers and replies, by MAC address
-	notFound *budget            // the not-found budget (Config.NotFoundRate); nil = no limit
+	flights  flights  // running lookups, by MAC address
+	clients  *clients // recent answers and replies, by MAC address
+	notFound *budget  // the not-found budget (Config.NotFoundRate); nil = no limit
 }
 
 // New validates cfg and returns a server. Errors wrap
@@ -264,7 +263,18 @@ func (s *Server) serve(c packetConn) error {
 	}
 	close(known)
 	close(unknown)
-	workers.Wait()
+	// Shutdown waits for the packets being handled; after Close, a
+	// worker still in a Backend call that ignores its context is left to
+	// end on its own (its reply then fails on the closed socket).
+	done := make(chan struct{})
+	go func() {
+		workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-s.ctx.Done():
+	}
 	return err
 }
 

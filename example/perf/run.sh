@@ -48,6 +48,8 @@
 #   loopoff the full loop with OFF_FLAGS added (availability features off,
 #           e.g. OFF_FLAGS="-min-lookup-interval -1s -negative-ttl -1s
 #           -not-found-rate -1"); skipped when OFF_FLAGS is empty
+#   base    the full loop built from another commit (BASE_REF, e.g. a
+#           release tag), default flags: how much a change gained or lost
 #   inproc  the DHCP server with the hosts file linked in (INPROC_FLAGS);
 #           skipped when INPROC_FLAGS is empty and the example has no such
 #           flag
@@ -79,6 +81,7 @@ VARIANTS=${VARIANTS:-kea loop loopoff inproc}
 LOOP_FLAGS=${LOOP_FLAGS:-}          # extra DHCP server flags (full loop)
 OFF_FLAGS=${OFF_FLAGS:-}            # extra flags that turn features off
 INPROC_FLAGS=${INPROC_FLAGS:-}      # DHCP server flags for an in-process backend
+BASE_REF=${BASE_REF:-}              # git commit of the base variant
 KEEP=${KEEP:-0}                     # 1: keep the work directory
 OUT=${OUT:-}                        # also append the raw step log here
 
@@ -160,6 +163,13 @@ trap 'exit 130' INT TERM HUP
 log "building the example"
 (cd "$repo" && go build -o "$work/tb-example" ./example)
 bin=$work/tb-example
+if [[ " $VARIANTS " == *" base "* ]]; then
+	[[ -n $BASE_REF ]] || die "variant base needs BASE_REF"
+	log "building the example at $BASE_REF"
+	git -C "$repo" worktree add -q --detach "$work/base-src" "$BASE_REF"
+	(cd "$work/base-src" && go build -o "$work/tb-base" ./example)
+	git -C "$repo" worktree remove --force "$work/base-src"
+fi
 
 # ---- reservations: example hosts file, MAC list, Kea configuration ----
 # Host i: MAC 52:54:00:ab:HH:LL (HHLL = i), address 198.18.0.0 + 4096 + i.
@@ -219,8 +229,8 @@ EOF
 # Each variant has its own server address on the same veth (all variants
 # run side by side, idle when not measured); perfdhcp is the relay at
 # 198.18.0.2.
-declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5)
-declare -A vport=([loop]=14222 [loopoff]=14223)
+declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5 [base]=198.18.0.6)
+declare -A vport=([loop]=14222 [loopoff]=14223 [base]=14224)
 declare -A vhttp=([loop]=127.0.0.1:19090 [loopoff]=127.0.0.1:19091 [inproc]=127.0.0.1:19092)
 log "creating namespaces $ns_s and $ns_c"
 ip netns add "$ns_s"
@@ -289,6 +299,12 @@ start_variant() {
 		in_srv "$v" responder "$bin" -responder -nats-url "$url" -hosts "$work/hosts.yaml"
 		# shellcheck disable=SC2046,SC2086 # extra flags are words
 		in_srv "$v" dhcp "$bin" -udp "$a:67" -server-addr "$a" -nats-url "$url" $(http_flags "$v") $extra
+		;;
+	base)
+		local url=nats://127.0.0.1:${vport[$v]}
+		in_srv "$v" nats "$work/tb-base" -server -nats-addr "127.0.0.1:${vport[$v]}"
+		in_srv "$v" responder "$work/tb-base" -responder -nats-url "$url" -hosts "$work/hosts.yaml"
+		in_srv "$v" dhcp "$work/tb-base" -udp "$a:67" -server-addr "$a" -nats-url "$url"
 		;;
 	inproc)
 		# shellcheck disable=SC2046,SC2086
@@ -400,7 +416,7 @@ advance() {
 run=()
 for v in $VARIANTS; do
 	case $v in
-	kea | loop) ;;
+	kea | loop | base) ;;
 	loopoff) [[ -n $OFF_FLAGS ]] || {
 		log "skipping loopoff: OFF_FLAGS is empty"
 		continue
@@ -502,9 +518,10 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 		names["loop"] = "full loop (DHCP + NATS + responder)"
 		names["loopoff"] = "full loop, availability features off"
 		names["inproc"] = "DHCP server, in-process backend"
+		names["base"] = "full loop at BASE_REF"
 		printf "| server | DORA/s at < %s %% drops | CPU µs/DORA at max | CPU µs/DORA at %d/s | DISCOVER→OFFER at %d/s: avg, min | CPU µs/DORA at %d/s | lookups/DORA at max |\n", maxdrop, lrate, drate, drate
 		print "|---|---|---|---|---|---|---|"
-		nv = split("kea loop loopoff inproc", order, " ")
+		nv = split("kea loop loopoff inproc base", order, " ")
 		for (i = 1; i <= nv; i++) {
 			v = order[i]
 			if (!(v in seen)) continue
