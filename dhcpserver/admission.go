@@ -97,6 +97,18 @@ func (c *clients) admit(mac [6]byte, now time.Time, interval time.Duration, burs
 	return true
 }
 
+// recent returns mac's last answer if it was a reservation and is younger
+// than window.
+func (c *clients) recent(mac [6]byte, now time.Time, window time.Duration) *flight {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[mac]
+	if e == nil || e.answer == nil || e.answer.err != nil || now.Sub(e.at) >= window {
+		return nil
+	}
+	return e.answer
+}
+
 // known reports whether the server replied to mac within ttl before now.
 func (c *clients) known(mac [6]byte, now time.Time, ttl time.Duration) bool {
 	c.mu.Lock()

@@ -177,12 +177,16 @@ func TestAdmissionCaches(t *testing.T) {
 		reqs    []*dhcpv4.DHCPv4
 		lookups int
 		drops   map[DropReason]uint64
+		reused  uint64 // checked when not zero
 	}{
 		{name: "not found is remembered", reqs: repeat(5, request(macNone, dhcpv4.MessageTypeDiscover)),
 			lookups: 1, drops: map[DropReason]uint64{DropNotFound: 5}},
 		{name: "negative cache off", cfg: func(c *Config) { c.NegativeTTL, c.MinLookupInterval = -1, -1 },
 			reqs: repeat(3, request(macNone, dhcpv4.MessageTypeDiscover)), lookups: 3, drops: map[DropReason]uint64{DropNotFound: 3}},
-		{name: "per-MAC limit: a burst of 5, then dropped",
+		{name: "per-MAC limit: a burst of 5, then the last answer",
+			reqs:    repeat(7, request(macKnown, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))),
+			lookups: 5, drops: map[DropReason]uint64{}, reused: 2},
+		{name: "per-MAC limit without answer reuse: a burst of 5, then dropped", cfg: func(c *Config) { c.AnswerReuse = -1 },
 			reqs:    repeat(7, request(macKnown, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(clientIP.AsSlice()))),
 			lookups: 5, drops: map[DropReason]uint64{DropMACLimited: 2}},
 		{name: "per-MAC limit after failures", reqs: repeat(7, request(macError, dhcpv4.MessageTypeDiscover)),
@@ -221,6 +225,9 @@ func TestAdmissionCaches(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.drops, st.Dropped); diff != "" {
 				t.Errorf("Dropped (-want +got):\n%s", diff)
+			}
+			if tt.reused != 0 && st.Reused != tt.reused {
+				t.Errorf("Reused = %d, want %d", st.Reused, tt.reused)
 			}
 		})
 	}

@@ -136,8 +136,9 @@ type Config struct {
 	DefaultLeaseTime time.Duration
 
 	// MaxConcurrent bounds the packets handled (and lookups running) at
-	// once; packets arriving while all are busy and the queue of the same
-	// length is full are dropped (clients retransmit). Zero means
+	// once; packets arriving while all are busy and the queue (four times
+	// as long for clients answered recently, a quarter for the others) is
+	// full are dropped (clients retransmit). Zero means
 	// [DefaultMaxConcurrent].
 	MaxConcurrent int
 
@@ -159,8 +160,10 @@ type Config struct {
 	// MinLookupInterval and MACLookupBurst limit the lookups per MAC
 	// address, with a token bucket of MACLookupBurst lookups refilled at
 	// one per MinLookupInterval: a client (or a forger of its MAC) that
-	// starts transactions faster gets no reply ([DropMACLimited]) and
-	// retransmits. Zero means [DefaultMinLookupInterval] and
+	// starts transactions faster is answered from the last reservation
+	// the Backend gave for it if that is younger than AnswerReuse
+	// (counted as reused), and otherwise gets no reply ([DropMACLimited])
+	// and retransmits. Zero means [DefaultMinLookupInterval] and
 	// [DefaultMACLookupBurst]; a negative MinLookupInterval turns the
 	// limit off.
 	MinLookupInterval time.Duration

@@ -261,7 +261,13 @@ func (s *Server) reservation(ctx context.Context, sc *scratch, req *dhcpv4.DHCPv
 	case !known && s.notFound != nil && !s.notFound.available(now):
 		return nil, DropUnknownLimited
 	case !s.clients.admit(mac, now, s.cfg.MinLookupInterval, s.cfg.MACLookupBurst):
-		return nil, DropMACLimited
+		// Over the per-MAC limit: the last answer, if recent enough,
+		// rather than silence.
+		if f = s.clients.recent(mac, now, s.cfg.AnswerReuse); f == nil {
+			return nil, DropMACLimited
+		}
+		s.stats.reused.Add(1)
+		sc.reused = true
 	default:
 		f = s.lookup(clientTrace(ctx, req), req.ClientHWAddr, req.TransactionID)
 	}

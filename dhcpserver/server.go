@@ -185,6 +185,9 @@ type job struct {
 	p   peer
 }
 
+// knownQueueFactor is the length of the known clients' queue, in workers.
+const knownQueueFactor = 4
+
 func (s *Server) serve(c packetConn) error {
 	s.mu.Lock()
 	if s.closing {
@@ -207,9 +210,12 @@ func (s *Server) serve(c packetConn) error {
 	// with workers of its own, so that a flood from unknown MAC addresses
 	// cannot starve them.
 	n, u := s.cfg.maxInFlight, s.cfg.unknownWork
-	known := make(chan job, n)
+	// The known queue is deeper than the workers are many: on a shared
+	// core the server may not run for a few milliseconds, and a burst of
+	// DORAs from known clients must wait rather than be dropped.
+	known := make(chan job, knownQueueFactor*n)
 	unknown := make(chan job, u)
-	free := make(chan []byte, 2*(n+u)+1)
+	free := make(chan []byte, cap(known)+n+2*u+1)
 	for range cap(free) {
 		free <- make([]byte, readSize)
 	}
