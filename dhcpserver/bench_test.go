@@ -119,3 +119,59 @@ func BenchmarkLibraryBaseline(b *testing.B) {
 func reqFor(p *dhcpv4.DHCPv4) backend.DHCPRequest {
 	return backend.DHCPRequest{MACAddress: p.ClientHWAddr}
 }
+
+// plainConn hides the *net.UDPConn inside it, so that Serve reads one
+// packet per system call (the baseline of BenchmarkServeUDP).
+type plainConn struct{ net.PacketConn }
+
+// BenchmarkServeUDP is the UDP socket path: a client keeps a window of
+// DISCOVERs in flight to a served loopback socket and counts the OFFERs
+// (the Backend in memory, its answer reused). "batch" is what Serve does
+// with a *net.UDPConn (recvmmsg); "single" reads one packet per call.
+func BenchmarkServeUDP(b *testing.B) {
+	for _, mode := range []string{"batch", "single"} {
+		b.Run(mode, func(b *testing.B) {
+			s := newTestServer(b, testConfig(newMemBackend()))
+			conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var pc net.PacketConn = conn
+			if mode == "single" {
+				pc = plainConn{conn}
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(pc) }()
+			defer func() {
+				s.Close()
+				<-served
+			}()
+			client, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			pkt := request(macKnown, dhcpv4.MessageTypeDiscover, withOpt(55, 1, 3, 6, 15, 119)).ToBytes()
+			reply := make([]byte, 1500)
+			const window = 32
+			inFlight := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				for inFlight < window {
+					if _, err := client.Write(pkt); err != nil {
+						b.Fatal(err)
+					}
+					inFlight++
+				}
+				_ = client.SetReadDeadline(time.Now().Add(time.Second))
+				if _, err := client.Read(reply); err != nil {
+					// A request lost in a full queue: send another.
+					inFlight = 0
+					continue
+				}
+				inFlight--
+			}
+			reportRate(b)
+		})
+	}
+}

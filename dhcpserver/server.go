@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/net/ipv4"
 )
 
 // ErrServerClosed is returned by [Server.Serve] and
@@ -107,7 +108,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		conn.setSource(s.cfg.ServerAddr)
 		c = conn
 	case *net.UDPConn:
-		c = &udpConn{conn}
+		c = newUDPConn(conn)
 	default:
 		c = &anyConn{conn}
 	}
@@ -233,28 +234,11 @@ func (s *Server) serve(c packetConn) error {
 	for range u {
 		workers.Go(func() { work(unknown) })
 	}
-	var err error
-	for {
-		buf := <-free
-		k, p, rerr := c.ReadPacket(buf)
-		if rerr != nil {
-			free <- buf
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				err = ErrServerClosed
-			} else if errors.Is(rerr, errSkip) {
-				continue
-			} else {
-				err = rerr
-			}
-			break
-		}
+	dispatch := func(buf []byte, k int, p peer) {
 		if k > maxPayload {
 			s.drop(DropOversize)
 			free <- buf
-			continue
+			return
 		}
 		q, full := unknown, DropUnknownQueueFull
 		if s.isKnown(buf[:k]) {
@@ -265,6 +249,70 @@ func (s *Server) serve(c packetConn) error {
 		default:
 			s.drop(full)
 			free <- buf
+		}
+	}
+	// readFailed decides what a read error means: skip and read on (nil
+	// and false), stop with err, or stop because the server is closing.
+	readFailed := func(rerr error) (stop bool, err error) {
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		switch {
+		case closing:
+			return true, ErrServerClosed
+		case errors.Is(rerr, errSkip):
+			return false, nil
+		}
+		return true, rerr
+	}
+	var err error
+	if br, ok := c.(batchReader); ok {
+		// As many requests as are queued in the socket, up to readBatch,
+		// in one system call.
+		bufs := make([][]byte, 0, readBatch)
+		ns := make([]int, readBatch)
+		peers := make([]peer, readBatch)
+		for {
+			bufs = append(bufs[:0], <-free)
+		more:
+			for len(bufs) < readBatch {
+				select {
+				case b := <-free:
+					bufs = append(bufs, b)
+				default:
+					break more
+				}
+			}
+			k, rerr := br.ReadBatch(bufs, ns, peers)
+			for _, b := range bufs[k:] {
+				free <- b
+			}
+			if rerr != nil {
+				stop, e := readFailed(rerr)
+				if stop {
+					err = e
+					break
+				}
+				continue
+			}
+			for i := range k {
+				dispatch(bufs[i], ns[i], peers[i])
+			}
+		}
+	} else {
+		for {
+			buf := <-free
+			k, p, rerr := c.ReadPacket(buf)
+			if rerr != nil {
+				free <- buf
+				stop, e := readFailed(rerr)
+				if stop {
+					err = e
+					break
+				}
+				continue
+			}
+			dispatch(buf, k, p)
 		}
 	}
 	close(known)
@@ -386,8 +434,57 @@ var errSkip = errors.New("dhcpserver: skip packet")
 // one is recognised as such rather than truncated.
 const readSize = 64 + 14 + 60 + 8 + maxPayload
 
+// readBatch is the most requests read in one system call.
+const readBatch = 32
+
+// batchReader is a packetConn that can read several requests at once.
+type batchReader interface {
+	// ReadBatch reads up to len(bufs) requests, the i-th into bufs[i]
+	// with its length in ns[i] and its source in peers[i], and returns
+	// how many it read. It waits for the first; errors as ReadPacket.
+	ReadBatch(bufs [][]byte, ns []int, peers []peer) (int, error)
+}
+
 // udpConn is UDP mode.
-type udpConn struct{ *net.UDPConn }
+type udpConn struct {
+	*net.UDPConn
+	batch *ipv4.PacketConn // reads with recvmmsg where there is one
+	msgs  []ipv4.Message
+}
+
+func newUDPConn(c *net.UDPConn) *udpConn {
+	return &udpConn{UDPConn: c, batch: ipv4.NewPacketConn(c), msgs: make([]ipv4.Message, readBatch)}
+}
+
+// ReadBatch implements batchReader (only the serve loop calls it).
+func (u *udpConn) ReadBatch(bufs [][]byte, ns []int, peers []peer) (int, error) {
+	msgs := u.msgs[:len(bufs)]
+	for i, b := range bufs {
+		if msgs[i].Buffers == nil {
+			msgs[i].Buffers = make([][]byte, 1)
+		}
+		msgs[i].Buffers[0] = b
+		msgs[i].N, msgs[i].Addr = 0, nil
+	}
+	k, err := u.batch.ReadBatch(msgs, 0)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, errSkip
+		}
+		return 0, err
+	}
+	for i := range k {
+		ns[i] = msgs[i].N
+		peers[i] = peer{}
+		if ua, ok := msgs[i].Addr.(*net.UDPAddr); ok {
+			ap := ua.AddrPort()
+			peers[i].src = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		msgs[i].Buffers[0] = nil
+	}
+	return k, nil
+}
 
 func (u *udpConn) ReadPacket(buf []byte) (int, peer, error) {
 	n, from, err := u.ReadFromUDPAddrPort(buf)

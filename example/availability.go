@@ -74,6 +74,9 @@ func admission(o *options, cfg *dhcpserver.Config) error {
 	if o.maxClients <= 0 {
 		return usageError{fmt.Errorf("-max-clients %d: want a positive number", o.maxClients)}
 	}
+	if o.maxConcurrent <= 0 {
+		return usageError{fmt.Errorf("-max-concurrent %d: want a positive number", o.maxConcurrent)}
+	}
 	cfg.AnswerReuse = off(o.answerReuse)
 	cfg.NegativeTTL = off(o.negativeTTL)
 	cfg.MinLookupInterval = off(o.minLookupInterval)
@@ -81,5 +84,6 @@ func admission(o *options, cfg *dhcpserver.Config) error {
 	cfg.NotFoundBurst = o.notFoundBurst
 	cfg.KnownTTL = o.knownTTL
 	cfg.MaxClients = o.maxClients
+	cfg.MaxConcurrent = o.maxConcurrent
 	return nil
 }

@@ -125,6 +125,7 @@ type options struct {
 	notFoundBurst     int           // dhcpserver.Config.NotFoundBurst
 	knownTTL          time.Duration // dhcpserver.Config.KnownTTL
 	maxClients        int           // dhcpserver.Config.MaxClients
+	maxConcurrent     int           // dhcpserver.Config.MaxConcurrent
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -186,6 +187,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.notFoundRate, "not-found-rate", dhcpserver.DefaultNotFoundRate, "DHCP server: not-found budget (flood protection), refilled at this many per second: each not-found answer takes one; while it is empty, clients not answered recently are not looked up; 0 or negative: no limit")
 	fs.IntVar(&o.notFoundBurst, "not-found-burst", dhcpserver.DefaultNotFoundBurst, "DHCP server: size of the not-found budget (see -not-found-rate)")
 	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, not limited by the not-found budget)")
+	fs.IntVar(&o.maxConcurrent, "max-concurrent", dhcpserver.DefaultMaxConcurrent, "DHCP server: packets handled (and lookups running) at once")
 	fs.IntVar(&o.maxClients, "max-clients", dhcpserver.DefaultMaxClients, "DHCP server: clients remembered for -answer-reuse, -negative-ttl, -min-lookup-interval and -known-ttl")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
