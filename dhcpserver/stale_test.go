@@ -21,7 +21,7 @@ import (
 // whose wrapped backend fails emits, for every reply built from a
 // last-known-good answer, the offer or ack decision and then a
 // stale-answer decision with the same MAC, address and transaction id,
-// including the requests that shared one stale lookup (singleflight).
+// including the requests that shared one stale lookup.
 func TestStaleAnswerDecisions(t *testing.T) {
 	mem := newMemBackend()
 	var down atomic.Bool
