@@ -103,9 +103,12 @@
 //   - a negative cache: a not-found answer is remembered for
 //     NegativeTTL (default 5 s);
 //   - a per-MAC limit: a token bucket of MACLookupBurst lookups (default
-//     5) refilled at one per MinLookupInterval (default 1 s);
+//     5) refilled at one per MinLookupInterval (default 1 s); over it, a
+//     client is answered from its last reservation if that is younger
+//     than AnswerReuse, and otherwise not at all;
 //   - two queues: packets from clients the server replied to within
-//     KnownTTL (default 48 h) have MaxConcurrent workers of their own;
+//     KnownTTL (default 48 h) have MaxConcurrent workers of their own
+//     and a queue four times as long;
 //     the others share a short queue and MaxConcurrent/4 workers;
 //   - a not-found budget: a token bucket of NotFoundBurst (default 100)
 //     refilled at NotFoundRate (default 100 per second), charged by

@@ -183,7 +183,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cacheSize, "cache-size", cache.DefaultMaxEntries, "DHCP server: MAC addresses remembered for -stale-max-age (least recently used evicted)")
 	fs.DurationVar(&o.answerReuse, "answer-reuse", dhcpserver.DefaultAnswerReuse, "DHCP server: the OFFER's answer serves the REQUEST and retransmissions that follow (one lookup per DORA); 0 or negative: off")
 	fs.DurationVar(&o.negativeTTL, "negative-ttl", dhcpserver.DefaultNegativeTTL, "DHCP server: remember a not-found MAC this long without asking the backend; 0 or negative: off")
-	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval; 0 or negative: no limit")
+	fs.DurationVar(&o.minLookupInterval, "min-lookup-interval", dhcpserver.DefaultMinLookupInterval, "DHCP server: at most one lookup per MAC address in this interval (after -mac-lookup-burst; over it, the last answer younger than -answer-reuse); 0 or negative: no limit")
 	fs.Float64Var(&o.notFoundRate, "not-found-rate", dhcpserver.DefaultNotFoundRate, "DHCP server: not-found budget (flood protection), refilled at this many per second: each not-found answer takes one; while it is empty, clients not answered recently are not looked up; 0 or negative: no limit")
 	fs.IntVar(&o.notFoundBurst, "not-found-burst", dhcpserver.DefaultNotFoundBurst, "DHCP server: size of the not-found budget (see -not-found-rate)")
 	fs.DurationVar(&o.knownTTL, "known-ttl", dhcpserver.DefaultKnownTTL, "DHCP server: how long an answered client counts as known (own queue, not limited by the not-found budget)")
