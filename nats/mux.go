@@ -2,6 +2,7 @@ package nats
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -226,6 +227,11 @@ var errQueueFull = errors.New("nats: too many requests waiting for the connectio
 // publish is the publisher goroutine: it publishes the queue until it is
 // empty, then exits.
 func (m *mux) publish() {
+	// Let the goroutines that are ready to run go first: lookups started
+	// by the same burst of work (a batch of DHCP packets) then queue
+	// their requests too, and nats.go writes them all in one system call
+	// instead of one each. With nothing else ready this returns at once.
+	runtime.Gosched()
 	for {
 		m.pmu.Lock()
 		if len(m.queue) == 0 {
