@@ -346,7 +346,9 @@ func (b *Backend) Close() error { return b.mux.close() }
 //
 // Errors: [backend.ErrNotFound] and the other codes a responder sends, as a
 // [*backend.RemoteError] (see the package doc); [backend.ErrNoBackend] when
-// nobody listens; [backend.ErrUnavailable] when no reply came in time, the
+// nobody listens (matching ctx.Err() too when ctx ended while a retry
+// after NATS' "no responders" was on its way); [backend.ErrUnavailable]
+// when no reply came in time, the
 // responders said 503 on every attempt or the connection failed; an error
 // matching both [backend.ErrUnavailable] and ctx.Err() ([context.Canceled]
 // or [context.DeadlineExceeded]) when ctx ends first; and an error
@@ -735,6 +737,12 @@ func (s *lookupState) ctxEnded() outcome {
 	switch {
 	case s.lastOut == OutcomeNoBackend && s.pending == 0:
 		return s.noBackend()
+	case s.lastOut == OutcomeNoBackend:
+		// The time ran out while a retry was on its way: NATS said "no
+		// responders" to the one before, and no one answered since.
+		o := s.noBackend()
+		o.err = fmt.Errorf("%w: %w", o.err, s.ctx.Err())
+		return o
 	case s.lastOut == OutcomeBadSignature:
 		return outcome{err: fmt.Errorf("%w: %w", s.lastErr, s.ctx.Err()), outcome: OutcomeBadSignature}
 	}
