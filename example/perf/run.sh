@@ -166,9 +166,9 @@ bin=$work/tb-example
 if [[ " $VARIANTS " == *" base "* ]]; then
 	[[ -n $BASE_REF ]] || die "variant base needs BASE_REF"
 	log "building the example at $BASE_REF"
-	git -C "$repo" worktree add -q --detach "$work/base-src" "$BASE_REF"
+	mkdir "$work/base-src"
+	git -C "$repo" archive "$BASE_REF" | tar -x -C "$work/base-src"
 	(cd "$work/base-src" && go build -o "$work/tb-base" ./example)
-	git -C "$repo" worktree remove --force "$work/base-src"
 fi
 
 # ---- reservations: example hosts file, MAC list, Kea configuration ----
