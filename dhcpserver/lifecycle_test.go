@@ -209,3 +209,34 @@ func TestShutdownWaitsForLookups(t *testing.T) {
 		t.Errorf("InFlight %d, Lookups %d; want 0, 1", st.InFlight, st.Lookups)
 	}
 }
+
+// TestCloseWithHungBackend: Close ends Serve although a worker is inside a
+// Backend call that ignores its context; the worker ends when the call
+// returns.
+func TestCloseWithHungBackend(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	be := backend.BackendFunc(func(context.Context, backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+		defer close(returned)
+		close(started)
+		<-release // ignores its context
+		return reservation(), backend.Netboot{}, nil
+	})
+	s := newTestServer(t, testConfig(be))
+	addr, errc := startLoopback(t, s)
+	c := newClient(t, addr)
+	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
+	<-started
+	s.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Serve did not return after Close while the Backend hung")
+	}
+	close(release)
+	<-returned
+}
