@@ -379,3 +379,56 @@ func TestListenAndServeWithoutSocket(t *testing.T) {
 		t.Errorf("ListenAndServe without Interface or UDPAddr: %v", err)
 	}
 }
+
+// TestServeReadPaths: a *net.UDPConn is read in batches, any other
+// net.PacketConn one packet at a time; both answer every request of a
+// burst from a known client, each to its source.
+func TestServeReadPaths(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		wrap func(*net.UDPConn) net.PacketConn
+	}{
+		{"batch", func(c *net.UDPConn) net.PacketConn { return c }},
+		{"single", func(c *net.UDPConn) net.PacketConn { return plainConn{c} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, testConfig(newMemBackend()))
+			conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			errc := make(chan error, 1)
+			go func() { errc <- s.Serve(tt.wrap(conn)) }()
+			// Answered once, the client is known: its burst has the
+			// known clients' queue.
+			if p := newClient(t, addr).exchange(request(macKnown, dhcpv4.MessageTypeDiscover)); p.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("first reply %v, want an OFFER", p.MessageType())
+			}
+			const burst = 2 * readBatch
+			clients := make([]*client, burst)
+			for i := range clients {
+				clients[i] = newClient(t, addr)
+				clients[i].send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
+			}
+			buf := make([]byte, 1500)
+			for i, c := range clients {
+				if err := c.conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				n, from, err := c.conn.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatalf("client %d: no reply: %v (dropped %v)", i, err, s.Stats().Dropped)
+				}
+				p, err := dhcpv4.FromBytes(buf[:n])
+				if err != nil || p.MessageType() != dhcpv4.MessageTypeOffer || from != addr {
+					t.Fatalf("client %d: reply %v from %v (%v), want an OFFER from %v", i, p, from, err, addr)
+				}
+			}
+			s.Close()
+			if err := <-errc; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve = %v, want ErrServerClosed", err)
+			}
+		})
+	}
+}
