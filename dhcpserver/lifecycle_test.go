@@ -174,16 +174,26 @@ func TestServerAddrDefault(t *testing.T) {
 	}
 }
 
+// heldBackend holds its first call, whatever its context, until release
+// is closed, then answers reservation(); started is closed when that call
+// begins and returned when it ends.
+type heldBackend struct{ started, release, returned chan struct{} }
+
+func newHeldBackend() *heldBackend {
+	return &heldBackend{started: make(chan struct{}), release: make(chan struct{}), returned: make(chan struct{})}
+}
+
+func (h *heldBackend) Lookup(context.Context, backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
+	defer close(h.returned)
+	close(h.started)
+	<-h.release
+	return reservation(), backend.Netboot{}, nil
+}
+
 // TestShutdownWaitsForLookups: a lookup whose request gave up still runs
 // (others may share it); Shutdown waits for it, within its context.
 func TestShutdownWaitsForLookups(t *testing.T) {
-	started := make(chan struct{})
-	release := make(chan struct{})
-	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
-		close(started)
-		<-release
-		return reservation(), backend.Netboot{}, nil
-	})
+	be := newHeldBackend()
 	s := newTestServer(t, testConfig(be))
 	ctx, cancel := context.WithCancel(t.Context())
 	gave := make(chan *dhcpv4.DHCPv4)
@@ -191,7 +201,7 @@ func TestShutdownWaitsForLookups(t *testing.T) {
 		p, _ := s.Handle(ctx, request(macKnown, dhcpv4.MessageTypeDiscover))
 		gave <- p
 	}()
-	<-started
+	<-be.started
 	cancel()
 	if p := <-gave; p != nil {
 		t.Fatalf("a request that gave up got %v", p.Summary())
@@ -201,7 +211,7 @@ func TestShutdownWaitsForLookups(t *testing.T) {
 	if err := s.Shutdown(short); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown with the lookup running = %v, want context.DeadlineExceeded", err)
 	}
-	close(release)
+	close(be.release)
 	if err := s.Shutdown(t.Context()); err != nil {
 		t.Errorf("Shutdown = %v", err)
 	}
@@ -214,20 +224,12 @@ func TestShutdownWaitsForLookups(t *testing.T) {
 // Backend call that ignores its context; the worker ends when the call
 // returns.
 func TestCloseWithHungBackend(t *testing.T) {
-	started := make(chan struct{})
-	release := make(chan struct{})
-	returned := make(chan struct{})
-	be := backend.BackendFunc(func(context.Context, backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
-		defer close(returned)
-		close(started)
-		<-release // ignores its context
-		return reservation(), backend.Netboot{}, nil
-	})
+	be := newHeldBackend() // ignores its context
 	s := newTestServer(t, testConfig(be))
 	addr, errc := startLoopback(t, s)
 	c := newClient(t, addr)
 	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
-	<-started
+	<-be.started
 	s.Close()
 	select {
 	case err := <-errc:
@@ -237,6 +239,6 @@ func TestCloseWithHungBackend(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("Serve did not return after Close while the Backend hung")
 	}
-	close(release)
-	<-returned
+	close(be.release)
+	<-be.returned
 }

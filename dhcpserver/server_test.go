@@ -287,18 +287,12 @@ func TestCoalescing(t *testing.T) {
 // TestShutdownDrains: Shutdown waits for a packet being handled and its
 // reply is still sent; Close aborts a running lookup.
 func TestShutdownDrains(t *testing.T) {
-	started := make(chan struct{})
-	release := make(chan struct{})
-	be := backend.BackendFunc(func(ctx context.Context, req backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
-		close(started)
-		<-release
-		return reservation(), backend.Netboot{}, nil
-	})
+	be := newHeldBackend()
 	s := newTestServer(t, testConfig(be))
 	addr, errc := startLoopback(t, s)
 	c := newClient(t, addr)
 	c.send(request(macKnown, dhcpv4.MessageTypeDiscover).ToBytes())
-	<-started
+	<-be.started
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 	waitFor(t, "serve loop to stop reading", func() bool {
@@ -311,7 +305,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("Shutdown returned %v while a packet was in flight", err)
 	default:
 	}
-	close(release)
+	close(be.release)
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
