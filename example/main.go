@@ -108,6 +108,7 @@ type options struct {
 	scriptURL     string
 	userClass     string
 	proxy         bool
+	inProcess     bool // serve -hosts in the DHCP server's own process
 	syslogServer  string
 	macFormat     string
 
@@ -159,7 +160,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.httpAddr, "http-addr", "", "-responder, DHCP server: listen address of /metrics (Prometheus) and /healthz, e.g. 127.0.0.1:9090; empty: none")
 	fs.BoolVar(&o.events, "events", false, "DHCP server: publish a CloudEvent per decision on <prefix>.tinkerbell.dhcp.events.<kind> (watch: nats sub 'tinkerbell.dhcp.events.>')")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on -http-addr")
-	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo: hosts file (YAML or .json)")
+	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo, -in-process: hosts file (YAML or .json)")
+	fs.BoolVar(&o.inProcess, "in-process", false, "DHCP server: serve the reservations of -hosts from this process instead of asking over NATS (no hop, no NATS; a single-machine setup, and the baseline of example/perf/run.sh)")
 	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder: how often to check the hosts file for changes (SIGHUP reloads at once)")
 
 	fs.StringVar(&o.iface, "iface", "", "DHCP server: network interface for raw sockets (Linux, needs CAP_NET_RAW)")
@@ -543,6 +545,9 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 	if _, err := dhcpConfig(o, backend.BackendFunc(nil), log); err != nil {
 		return err
 	}
+	if o.inProcess {
+		return runDHCPInProcess(ctx, o, log)
+	}
 	nc, err := connect(o, "tinkerbell-example-dhcp", log)
 	if err != nil {
 		return err
@@ -576,7 +581,39 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	reg.MustRegister(metrics.NewDHCPServerCollector(srv), metrics.NewRequesterCollector(requester), metrics.NewCacheCollector(lookups))
-	h := &health{nc: nc}
+	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "subject", requester.Subject())
+	return serveDHCP(ctx, o, srv, reg, &health{nc: nc}, log)
+}
+
+// runDHCPInProcess is the DHCP server with the hosts file linked in: no
+// NATS, so no requester, no last-known-good cache (the file is always
+// there) and no decision events; the admission control stays.
+func runDHCPInProcess(ctx context.Context, o *options, log *slog.Logger) error {
+	if o.events {
+		return usageError{errors.New("-events publishes on NATS: not with -in-process")}
+	}
+	hosts, err := hostsfile.New(hostsfile.Config{Path: o.hosts, ReloadInterval: o.reloadInterval, Logger: log})
+	if err != nil {
+		return usageError{fmt.Errorf("hosts file: %w", err)}
+	}
+	cfg, _ := dhcpConfig(o, hosts, log)
+	srv, err := dhcpserver.New(cfg)
+	if err != nil {
+		return err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watcher sync.WaitGroup
+	watcher.Go(func() { _ = hosts.Watch(wctx) })
+	defer func() { stopWatch(); watcher.Wait() }()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewDHCPServerCollector(srv))
+	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "hosts", hosts.Len(), "file", o.hosts)
+	return serveDHCP(ctx, o, srv, reg, &health{}, log)
+}
+
+// serveDHCP runs srv until ctx ends, with the observer on -http-addr, and
+// shuts it down.
+func serveDHCP(ctx context.Context, o *options, srv *dhcpserver.Server, reg *prometheus.Registry, h *health, log *slog.Logger) error {
 	obs, err := startObserver(o.httpAddr, o.pprof, reg, h, log)
 	if err != nil {
 		return err
@@ -586,7 +623,6 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 	served := make(chan error, 1)
 	h.serving.Store(true)
 	go func() { served <- srv.ListenAndServe() }()
-	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "subject", requester.Subject())
 	select {
 	case err := <-served:
 		return err

@@ -26,13 +26,13 @@ type observer struct {
 // health reports whether a process is ready: its NATS connection is up and
 // its server is serving.
 type health struct {
-	nc      *nats.Conn
+	nc      *nats.Conn // nil: no NATS connection to check
 	serving atomic.Bool
 }
 
 func (h *health) check() error {
 	switch {
-	case h.nc.Status() != nats.CONNECTED:
+	case h.nc != nil && h.nc.Status() != nats.CONNECTED:
 		return errors.New("NATS connection " + h.nc.Status().String())
 	case !h.serving.Load():
 		return errors.New("not serving")

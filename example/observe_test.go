@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -241,4 +242,35 @@ func TestObserve(t *testing.T) {
 	waitStatus(t, "http://"+dhcpAddr+"/healthz", http.StatusOK)
 	stopDHCP()
 	stopResp()
+}
+
+// TestInProcess runs the DHCP server with -in-process: the hosts file
+// answers from the same process, with no NATS server anywhere; a known MAC
+// gets its lease, and /metrics counts the lookup.
+func TestInProcess(t *testing.T) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := pc.LocalAddr().(*net.UDPAddr)
+	pc.Close()
+	addr, stop := startRun(t, "-in-process", "-hosts", filepath.Join("testdata", "hosts.yaml"),
+		"-udp", udp.String(), "-server-addr", "127.0.0.1", "-nats-url", "nats://127.0.0.1:1", "-http-addr", "127.0.0.1:0")
+	waitStatus(t, "http://"+addr+"/healthz", http.StatusOK)
+	before := scrape(t, addr)["tinkerbell_dhcp_lookups_total"]
+	mac, _ := net.ParseMAC("52:54:00:66:ea:9a")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if l, err := demoDORA(ctx, udp, mac, dhcpserver.DefaultUserClass); err != nil || l.ip != "198.18.0.10" {
+		t.Fatalf("DORA: %+v, %v", l, err)
+	}
+	if after := scrape(t, addr)["tinkerbell_dhcp_lookups_total"]; after != before+1 {
+		t.Errorf("lookups %v → %v, want one for the DORA", before, after)
+	}
+	stop()
+
+	var stderr bytes.Buffer
+	if code := run(t.Context(), []string{"-in-process", "-events", "-udp", udp.String(), "-server-addr", "127.0.0.1"}, io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "-events") {
+		t.Errorf("-in-process -events: exit %d, want %d with a message:\n%s", code, exitUsage, &stderr)
+	}
 }

@@ -50,9 +50,8 @@
 #           -not-found-rate -1"); skipped when OFF_FLAGS is empty
 #   base    the full loop built from another commit (BASE_REF, e.g. a
 #           release tag), default flags: how much a change gained or lost
-#   inproc  the DHCP server with the hosts file linked in (INPROC_FLAGS);
-#           skipped when INPROC_FLAGS is empty and the example has no such
-#           flag
+#   inproc  the DHCP server with the hosts file linked in (the example's
+#           -in-process, or INPROC_FLAGS): the ceiling of the loop
 #
 # The machine may be shared: the script runs in its own session and raises
 # that session's scheduler autogroup priority (AUTOGROUP_NICE) so that the
@@ -273,7 +272,7 @@ http_flags() {
 lookups() {
 	((metrics)) && [[ -n ${vhttp[$1]:-} ]] || return 0
 	ip netns exec "$ns_s" curl -sf --max-time 5 "http://${vhttp[$1]}/metrics" 2>/dev/null |
-		awk '$1 == "tinkerbell_dhcp_lookups_total" { printf "%d", $2 }'
+		awk '$1 == "tinkerbell_dhcp_lookups_total" { printf "%d", $2 }' || true
 }
 
 # inproc_flags prints the DHCP server flags for an in-process backend, or
@@ -281,6 +280,8 @@ lookups() {
 inproc_flags() {
 	if [[ -n $INPROC_FLAGS ]]; then
 		echo "$INPROC_FLAGS"
+	elif "$bin" -h 2>&1 | grep -q -- '-in-process'; then
+		echo "-in-process -hosts $work/hosts.yaml"
 	fi
 }
 
