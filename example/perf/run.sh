@@ -34,9 +34,13 @@
 #     answered any of them yet (its not-found budget, -not-found-rate, only
 #     limits them after not-found answers), so WARM_RATE DORA/s runs in 10 s steps until
 #     one loses < MAX_DROP %;
-#   - CPU per DORA is the utime+stime delta (/proc/<pid>/stat) of the
-#     variant's server processes over the measured run, divided by the
-#     completed DORAs; lookups per DORA come from the DHCP server's
+#   - CPU per DORA is the run time delta (/proc/<pid>/task/*/schedstat,
+#     in ns, summed over the threads) of the variant's server processes
+#     over the measured run, divided by the completed DORAs. Not utime+stime from /proc/<pid>/stat: with
+#     tick-based accounting (CONFIG_TICK_CPU_ACCOUNTING, NO_HZ_IDLE) a
+#     process that wakes briefly from idle is often charged the whole tick,
+#     which at low rates charged the three processes of the loop up to 4
+#     times the time they ran; lookups per DORA come from the DHCP server's
 #     /metrics (tinkerbell_dhcp_lookups_total) when the example has
 #     -http-addr;
 #   - prints one table of medians over the repetitions; the ratios are
@@ -123,7 +127,6 @@ tag=$$
 ns_s=tbp${tag}s ns_c=tbp${tag}c       # namespace names (<= 15 bytes)
 if_s=tbp${tag}s0 if_c=tbp${tag}c0
 cli_ip=198.18.0.2
-hz=$(getconf CLK_TCK)
 pids=()        # every server process started
 steplog=$work/steps.tsv
 
@@ -315,28 +318,29 @@ start_variant() {
 	esac
 }
 
-# proc_ticks VARIANT prints "name ticks" (utime+stime) for each of its
+# proc_cpu VARIANT prints "name µs" (time on a CPU so far) for each of its
 # server processes, one a line.
-proc_ticks() {
+proc_cpu() {
 	local p n names
 	read -r -a names <<<"${vnames[$1]}"
 	local i=0
 	for p in ${vpids[$1]}; do
-		n=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || die "$1: server process $p (${names[i]}) died (see $work/$1-*.log)"
+		kill -0 "$p" 2>/dev/null &&
+			n=$(cat "/proc/$p"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%d", t / 1000 }') || die "$1: server process $p (${names[i]}) died (see $work/$1-*.log)"
 		printf '%s %s\n' "${names[i]}" "$n"
 		i=$((i + 1))
 	done
 }
 
 # dora VARIANT RATE SECONDS: one perfdhcp run against VARIANT; prints
-#   discovers offers requests acks avg_offer_delay_ms cpu_ticks split min_offer_delay_ms
-# where split is name:ticks,... per server process of the variant.
+#   discovers offers requests acks avg_offer_delay_ms cpu_us split min_offer_delay_ms
+# where split is name:µs,... per server process of the variant.
 dora() {
 	local v=$1 rate=$2 secs=$3 before after out split
-	before=$(proc_ticks "$v") || return 1
+	before=$(proc_cpu "$v") || return 1
 	out=$(timeout $((secs + 20)) ip netns exec "$ns_c" taskset -c "$CLIENT_CPU" \
 		perfdhcp -4 -r "$rate" -p "$secs" -W 300000 -M "$work/macs.txt" -l "$cli_ip" "${vaddr[$v]}" 2>&1) || true
-	after=$(proc_ticks "$v") || return 1
+	after=$(proc_cpu "$v") || return 1
 	split=$(paste -d' ' <(printf '%s\n' "$before") <(printf '%s\n' "$after") |
 		awk '{ t += $4 - $2; printf "%s%s:%d", (NR > 1 ? "," : ""), $1, $4 - $2 } END { printf " %d", t }')
 	printf '== %s %s/s %ss\n%s\n' "$v" "$rate" "$secs" "$out" >>"$work/perfdhcp.out"
@@ -355,7 +359,7 @@ wait_ready() {
 		if r=$(dora "$1" 100 1) && read -r d _ _ a _ <<<"$r" && ((d > 0 && a == d)); then
 			return 0
 		fi
-		proc_ticks "$1" >/dev/null || exit 1
+		proc_cpu "$1" >/dev/null || exit 1
 		sleep 0.5
 	done
 	die "$1 not answering after 60s (see $work/$1-*.log)"
@@ -365,15 +369,15 @@ wait_ready() {
 # step_pass (0/1), step_rate (completed DORA/s), step_us (CPU µs per DORA)
 # step_delay and step_min (average and minimum DISCOVER->OFFER delay, ms).
 step() {
-	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay ticks split mindelay drop keptup note="" l0 l1
+	local v=$1 rep=$2 kind=$3 rate=$4 secs=$5 r d o q a delay cpu split mindelay drop keptup note="" l0 l1
 	l0=$(lookups "$v")
 	r=$(dora "$v" "$rate" "$secs") || die "$v: no perfdhcp result (see $work/perfdhcp.out and $work/$v-*.log)"
 	l1=$(lookups "$v")
-	read -r d o q a delay ticks split mindelay <<<"$r"
+	read -r d o q a delay cpu split mindelay <<<"$r"
 	step_lpd=-
 	[[ -z $l0 || -z $l1 ]] || step_lpd=$(awk -v l="$((l1 - l0))" -v a="$a" 'BEGIN { printf "%.2f", a ? l / a : 0 }')
 	step_rate=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
-	step_us=$(awk -v t="$ticks" -v hz="$hz" -v a="$a" 'BEGIN { printf "%.1f", a ? t * 1e6 / hz / a : 0 }')
+	step_us=$(awk -v t="$cpu" -v a="$a" 'BEGIN { printf "%.1f", a ? t / a : 0 }')
 	step_delay=$delay step_min=$mindelay
 	drop=$(awk -v d="$d" -v a="$a" 'BEGIN { printf "%.2f", d ? 100 * (d - a) / d : 100 }')
 	keptup=$(awk -v d="$d" -v r="$rate" -v s="$secs" 'BEGIN { print (d >= 0.98 * r * s) ? 1 : 0 }')
@@ -432,7 +436,7 @@ for v in $VARIANTS; do
 done
 ((${#run[@]})) || die "no variant to run"
 
-printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tlookups/dora\tcpu_ticks\n' >"$steplog"
+printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tlookups/dora\tcpu_us\n' >"$steplog"
 : >"$work/results"
 for v in "${run[@]}"; do
 	log "starting $v on ${vaddr[$v]}"
@@ -550,5 +554,5 @@ echo
 echo "warm-up (cold start: 10,000 new clients at $WARM_RATE DORA/s until a 10 s run loses < $MAX_DROP %):"
 for v in "${run[@]}"; do echo "  $v: ${warm[$v]} s"; done
 echo
-echo "steps (drop% = DORAs not completed; keptup 0 = perfdhcp could not send the rate; cpu_ticks per process, 1/$hz s):"
+echo "steps (drop% = DORAs not completed; keptup 0 = perfdhcp could not send the rate; cpu_us per process, µs on a CPU):"
 column -t "$steplog" 2>/dev/null || cat "$steplog"
