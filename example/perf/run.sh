@@ -56,6 +56,12 @@
 #           release tag), default flags: how much a change gained or lost
 #   inproc  the DHCP server with the hosts file linked in (the example's
 #           -in-process, or INPROC_FLAGS): the ceiling of the loop
+#   raw     not a DHCP server: the baseline of the hop. A bare nats.go
+#           request-reply (example/perf/rawnats: requester, -server and an
+#           echo replier, all on SERVER_CPU, payloads of the wire's sizes)
+#           at DELAY_RATE, LOAD_RATE and the loop's max rate of the
+#           repetition; its own table gives CPU per request (all three
+#           processes) and the average round trip
 #
 # The machine may be shared: the script runs in its own session and raises
 # that session's scheduler autogroup priority (AUTOGROUP_NICE) so that the
@@ -80,7 +86,7 @@ LOAD_RATE=${LOAD_RATE:-4000}        # fixed rate for comparing CPU per DORA (10 
 WARM_RATE=${WARM_RATE:-2000}        # warm-up rate (DORA/s), 10 s runs ...
 WARM_TIMEOUT=${WARM_TIMEOUT:-400}   # ... until one loses < MAX_DROP %, at most this long (s)
 AUTOGROUP_NICE=${AUTOGROUP_NICE:--15}
-VARIANTS=${VARIANTS:-kea loop loopoff inproc}
+VARIANTS=${VARIANTS:-kea loop loopoff inproc raw}
 LOOP_FLAGS=${LOOP_FLAGS:-}          # extra DHCP server flags (full loop)
 OFF_FLAGS=${OFF_FLAGS:-}            # extra flags that turn features off
 INPROC_FLAGS=${INPROC_FLAGS:-}      # DHCP server flags for an in-process backend
@@ -163,7 +169,7 @@ trap 'exit 130' INT TERM HUP
 
 # ---- build ----
 log "building the example"
-(cd "$repo" && go build -o "$work/tb-example" ./example)
+(cd "$repo" && go build -o "$work/tb-example" ./example && go build -o "$work/rawnats" ./example/perf/rawnats)
 bin=$work/tb-example
 if [[ " $VARIANTS " == *" base "* ]]; then
 	[[ -n $BASE_REF ]] || die "variant base needs BASE_REF"
@@ -231,8 +237,8 @@ EOF
 # Each variant has its own server address on the same veth (all variants
 # run side by side, idle when not measured); perfdhcp is the relay at
 # 198.18.0.2.
-declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5 [base]=198.18.0.6)
-declare -A vport=([loop]=14222 [loopoff]=14223 [base]=14224)
+declare -A vaddr=([kea]=198.18.0.1 [loop]=198.18.0.3 [loopoff]=198.18.0.4 [inproc]=198.18.0.5 [base]=198.18.0.6 [raw]=198.18.0.7)
+declare -A vport=([loop]=14222 [loopoff]=14223 [base]=14224 [raw]=14225)
 declare -A vhttp=([loop]=127.0.0.1:19090 [loopoff]=127.0.0.1:19091 [inproc]=127.0.0.1:19092)
 log "creating namespaces $ns_s and $ns_c"
 ip netns add "$ns_s"
@@ -309,6 +315,11 @@ start_variant() {
 		in_srv "$v" nats "$work/tb-base" -server -nats-addr "127.0.0.1:${vport[$v]}"
 		in_srv "$v" responder "$work/tb-base" -responder -nats-url "$url" -hosts "$work/hosts.yaml"
 		in_srv "$v" dhcp "$work/tb-base" -udp "$a:67" -server-addr "$a" -nats-url "$url"
+		;;
+	raw)
+		in_srv raw nats "$bin" -server -nats-addr "127.0.0.1:${vport[raw]}"
+		sleep 0.5
+		in_srv raw echo "$work/rawnats" -echo -url "nats://127.0.0.1:${vport[raw]}"
 		;;
 	inproc)
 		# shellcheck disable=SC2046,SC2086
@@ -417,11 +428,30 @@ advance() {
 	cur[$v]=$mid
 }
 
+# raw_step REP KIND RATE SECONDS: one run of the bare request-reply
+# baseline, logged and appended to $work/raw-results.
+raw_step() {
+	local rep=$1 kind=$2 rate=$3 secs=$4 before after out n failed cpu rt us
+	before=$(proc_cpu raw | awk '{ t += $2 } END { print t }') || return 1
+	out=$(timeout $((secs + 20)) ip netns exec "$ns_s" taskset -c "$SERVER_CPU" \
+		"$work/rawnats" -url "nats://127.0.0.1:${vport[raw]}" -rate "$rate" -secs "$secs" 2>&1) || die "raw: $out"
+	after=$(proc_cpu raw | awk '{ t += $2 } END { print t }') || return 1
+	read -r _ n _ failed _ cpu _ rt <<<"$out"
+	us=$(awk -v c="$cpu" -v d="$((after - before))" -v n="$n" 'BEGIN { printf "%.1f", n ? c + d / n : 0 }')
+	printf '%s %s %s %s %s %s\n' "$rep" "$kind" "$rate" "$us" "$rt" "$failed" >>"$work/raw-results"
+	log "  raw #$rep $kind $rate/s: $n requests, $failed failed, $us us CPU/request (requester + NATS server + replier), round trip $rt ms"
+}
+
 # Which variants run.
 run=()
+raw=0
 for v in $VARIANTS; do
 	case $v in
 	kea | loop | base) ;;
+	raw)
+		raw=1
+		continue
+		;;
 	loopoff) [[ -n $OFF_FLAGS ]] || {
 		log "skipping loopoff: OFF_FLAGS is empty"
 		continue
@@ -435,6 +465,11 @@ for v in $VARIANTS; do
 	run+=("$v")
 done
 ((${#run[@]})) || die "no variant to run"
+: >"$work/raw-results"
+if ((raw)); then
+	log "starting raw (bare nats.go request-reply)"
+	start_variant raw
+fi
 
 printf 'variant\trep\tkind\trate\tdiscovers\toffers\trequests\tacks\tdrop%%\tdone/s\tus/dora\toffer_ms\tkeptup\tlookups/dora\tcpu_us\n' >"$steplog"
 : >"$work/results"
@@ -486,6 +521,11 @@ for rep in $(seq "$REPEAT"); do
 		delay_ms[$v]=$step_delay delay_us[$v]=$step_us delay_min[$v]=$step_min
 		sleep 1
 	done
+	if ((raw)); then
+		raw_step "$rep" delay "$DELAY_RATE" "$DELAY_PERIOD"
+		raw_step "$rep" load "$LOAD_RATE" 10
+		((${best_rate[loop]:-0} > 0)) && raw_step "$rep" loopmax "${best_rate[loop]}" "$PERIOD"
+	fi
 	for v in "${order[@]}"; do
 		step "$v" "$rep" load "$LOAD_RATE" 10
 		load_us=$step_us
@@ -545,6 +585,25 @@ awk -v maxdrop="$MAX_DROP" -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
 			printf "| %s | %s | %s | %s | %s | %.0f | %s |\n", names[v], rs, usx, ls, ds, ud, (v in lpd) ? median(lpd[v]) : "–"
 		}
 	}' "$work/results"
+if [[ -s $work/raw-results ]]; then
+	echo
+	echo "baseline: bare nats.go request-reply (example/perf/rawnats), requester + NATS server + replier on CPU $SERVER_CPU, median of $REPEAT run(s):"
+	echo
+	awk -v drate="$DELAY_RATE" -v lrate="$LOAD_RATE" '
+		function median(list,   n, a, i, j, t) {
+			n = split(list, a, " ")
+			for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
+		{ r[$2] = r[$2] " " $3; u[$2] = u[$2] " " $4; t[$2] = t[$2] " " $5; f[$2] += $6 }
+		END {
+			print "| requests/s | CPU µs per request | average round trip | failed |"
+			print "|---|---|---|---|"
+			n = split("delay load loopmax", k, " ")
+			for (i = 1; i <= n; i++) if (k[i] in r)
+				printf "| %d%s | %.0f | %.3f ms | %d |\n", median(r[k[i]]), k[i] == "loopmax" ? " (the loop'"'"'s max)" : "", median(u[k[i]]), median(t[k[i]]), f[k[i]]
+		}' "$work/raw-results"
+fi
 echo
 echo "* = lost >= $MAX_DROP % at $LOAD_RATE DORA/s in some repetition"
 echo
