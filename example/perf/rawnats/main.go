@@ -61,18 +61,41 @@ func run(url, subject string, echo bool, rate, secs, conc int, timeout time.Dura
 		return err
 	}
 	defer nc.Close()
-	request, reply := payloads()
 	if echo {
-		msg := &nats.Msg{Header: nats.Header{backend.HeaderContentType: {backend.ContentType}}, Data: reply}
-		if _, err := nc.QueueSubscribe(subject, backend.DefaultQueue, func(m *nats.Msg) { _ = m.RespondMsg(msg) }); err != nil {
-			return err
-		}
-		if err := nc.Flush(); err != nil {
+		if _, err := serveEcho(nc, subject); err != nil {
 			return err
 		}
 		fmt.Println("ready")
 		select {}
 	}
+	r := request(nc, subject, rate, secs, conc, timeout)
+	fmt.Printf("requests %d failed %d cpu_us_per_request %.1f avg_round_trip_ms %.3f\n", r.requests, r.failed, r.cpuPerRequest, r.avgRoundTrip)
+	return nil
+}
+
+// serveEcho answers every request on subject (in the queue group the
+// responders use) with a reply event.
+func serveEcho(nc *nats.Conn, subject string) (*nats.Subscription, error) {
+	_, reply := payloads()
+	msg := &nats.Msg{Header: nats.Header{backend.HeaderContentType: {backend.ContentType}}, Data: reply}
+	sub, err := nc.QueueSubscribe(subject, backend.DefaultQueue, func(m *nats.Msg) { _ = m.RespondMsg(msg) })
+	if err != nil {
+		return nil, err
+	}
+	return sub, nc.Flush()
+}
+
+// result is what a requester run measured.
+type result struct {
+	requests, failed int64
+	cpuPerRequest    float64 // µs of this process's CPU per answered request
+	avgRoundTrip     float64 // ms
+}
+
+// request sends rate requests a second for secs seconds, at most conc at a
+// time, and waits for the last one.
+func request(nc *nats.Conn, subject string, rate, secs, conc int, timeout time.Duration) result {
+	req, _ := payloads()
 	header := nats.Header{backend.HeaderContentType: {backend.ContentType}, backend.HeaderTimeout: {fmt.Sprint(timeout.Milliseconds())}}
 	work := make(chan struct{}, rate*secs)
 	var done, failed, roundTrips atomic.Int64
@@ -81,8 +104,7 @@ func run(url, subject string, echo bool, rate, secs, conc int, timeout time.Dura
 		wg.Go(func() {
 			for range work {
 				start := time.Now()
-				_, err := nc.RequestMsg(&nats.Msg{Subject: subject, Header: header, Data: request}, timeout)
-				if err != nil {
+				if _, err := nc.RequestMsg(&nats.Msg{Subject: subject, Header: header, Data: req}, timeout); err != nil {
 					failed.Add(1)
 					continue
 				}
@@ -105,9 +127,12 @@ func run(url, subject string, echo bool, rate, secs, conc int, timeout time.Dura
 	close(work)
 	wg.Wait()
 	n := max(1, done.Load())
-	fmt.Printf("requests %d failed %d cpu_us_per_request %.1f avg_round_trip_ms %.3f\n", done.Load(), failed.Load(),
-		float64((cpuTime()-cpu0).Microseconds())/float64(n), float64(roundTrips.Load())/1e6/float64(n))
-	return nil
+	return result{
+		requests:      done.Load(),
+		failed:        failed.Load(),
+		cpuPerRequest: float64((cpuTime() - cpu0).Microseconds()) / float64(n),
+		avgRoundTrip:  float64(roundTrips.Load()) / 1e6 / float64(n),
+	}
 }
 
 // payloads returns a lookup's request and reply events as the wire
