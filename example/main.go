@@ -162,7 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on -http-addr")
 	fs.StringVar(&o.hosts, "hosts", "example/testdata/hosts.yaml", "-responder, -demo, -in-process: hosts file (YAML or .json)")
 	fs.BoolVar(&o.inProcess, "in-process", false, "DHCP server: serve the reservations of -hosts from this process instead of asking over NATS (no hop, no NATS; a single-machine setup, and the baseline of example/perf/run.sh)")
-	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder: how often to check the hosts file for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.reloadInterval, "reload-interval", 2*time.Second, "-responder, -in-process: how often to check the hosts file for changes (SIGHUP reloads at once)")
 
 	fs.StringVar(&o.iface, "iface", "", "DHCP server: network interface for raw sockets (Linux, needs CAP_NET_RAW)")
 	fs.StringVar(&o.udpAddr, "udp", "", "DHCP server: plain UDP listen address instead of -iface, e.g. 0.0.0.0:67 behind a relay")
@@ -421,26 +421,7 @@ func runResponder(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// Reload when the file changes, and at once on SIGHUP.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	wctx, stopWatch := context.WithCancel(ctx)
-	var watchers sync.WaitGroup
-	watchers.Go(func() { _ = hosts.Watch(wctx) })
-	watchers.Go(func() {
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case <-hup:
-				if err := hosts.Reload(); err != nil {
-					log.Error("hosts file reload failed, keeping the previous reservations", "path", o.hosts, "error", err)
-				}
-			}
-		}
-	})
-	defer func() { stopWatch(); watchers.Wait() }()
+	defer watchHosts(ctx, hosts, o.hosts, log)()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewResponderCollector(srv))
@@ -585,6 +566,33 @@ func runDHCP(ctx context.Context, o *options, log *slog.Logger) error {
 	return serveDHCP(ctx, o, srv, reg, &health{nc: nc}, log)
 }
 
+// watchHosts reloads hosts when its file changes, and at once on SIGHUP,
+// until the returned function is called (which waits for the watchers).
+func watchHosts(ctx context.Context, hosts *hostsfile.Backend, path string, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	wctx, cancel := context.WithCancel(ctx)
+	var watchers sync.WaitGroup
+	watchers.Go(func() { _ = hosts.Watch(wctx) })
+	watchers.Go(func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				if err := hosts.Reload(); err != nil {
+					log.Error("hosts file reload failed, keeping the previous reservations", "path", path, "error", err)
+				}
+			}
+		}
+	})
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		watchers.Wait()
+	}
+}
+
 // runDHCPInProcess is the DHCP server with the hosts file linked in: no
 // NATS, so no requester, no last-known-good cache (the file is always
 // there) and no decision events; the admission control stays.
@@ -601,10 +609,7 @@ func runDHCPInProcess(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	wctx, stopWatch := context.WithCancel(ctx)
-	var watcher sync.WaitGroup
-	watcher.Go(func() { _ = hosts.Watch(wctx) })
-	defer func() { stopWatch(); watcher.Wait() }()
+	defer watchHosts(ctx, hosts, o.hosts, log)()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewDHCPServerCollector(srv))
 	log.Info("dhcp server starting", "iface", o.iface, "udp", o.udpAddr, "hosts", hosts.Len(), "file", o.hosts)
