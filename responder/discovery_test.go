@@ -345,17 +345,26 @@ func TestLifecycle(t *testing.T) {
 		nc := more()
 		release := make(chan struct{})
 		running := make(chan struct{}, 1)
-		s := serve(t, responder.Config{Conn: nc, Backend: backend.BackendFunc(
+		// A subject of its own: the earlier subtests' responders have
+		// unsubscribed from the default one, but their UNSUB may still be
+		// on its way to the NATS server, which could route this request
+		// to them.
+		const subject = "lifecycle.shutdown-deadline"
+		s := serve(t, responder.Config{Conn: nc, Subject: subject, Backend: backend.BackendFunc(
 			func(context.Context, backend.DHCPRequest) (backend.DHCP, backend.Netboot, error) {
 				running <- struct{}{}
 				<-release
 				return backend.DHCP{}, backend.Netboot{}, nil
 			})})
 		defer close(release)
-		if err := nc.PublishRequest(backend.DefaultSubject, nc.NewRespInbox(), requestEvent(mustMAC(t, "52:54:00:00:0c:01"), "")); err != nil {
+		if err := nc.PublishRequest(subject, nc.NewRespInbox(), requestEvent(mustMAC(t, "52:54:00:00:0c:01"), "")); err != nil {
 			t.Fatal(err)
 		}
-		<-running
+		select {
+		case <-running:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request did not reach the backend in 10 s")
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
